@@ -1,0 +1,203 @@
+"""The Ray runtime: the one place raylane starts Ray or joins a cluster.
+
+``backends.ray.address`` picks how:
+
+- ``local`` (default) starts an embedded Ray for this process, sized to the machine, with token
+  authentication on and the dashboard bound to 127.0.0.1. `shutdown` stops exactly what it started.
+- ``auto``, ``host:port`` or ``ray://host:10001`` join an existing cluster, carrying the token.
+- ``http://host:8265`` names a cluster's job API: drivers do not connect there, they are submitted
+  as Ray jobs (``raylane job submit``), where Ray sets ``RAY_ADDRESS`` and this module joins it.
+
+If Ray is already initialised in this process (a Ray job, a test session, a notebook) it is reused.
+
+Token auth: Ray would create ``~/.ray/auth_token`` world-readable (0644) on first use; raylane
+creates it first, 0600, and tightens an existing one that others can read.
+
+Example::
+
+    with ray_session(cfg.backends.ray):
+        ray.data.range(10).count()
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import stat
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from raylane.config import RayBackend
+from raylane.errors import ClusterError
+
+__all__ = ["RuntimeInfo", "ensure_token", "init", "ray_session", "shutdown", "token_path"]
+
+log = logging.getLogger(__name__)
+
+_started_here = False
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """What `init` connected to."""
+
+    address: str
+    started_here: bool
+    dashboard_url: str | None
+    resources: dict[str, float]
+
+
+def token_path(cfg: RayBackend) -> Path:
+    """The token file raylane uses: the config's, ``RAY_AUTH_TOKEN_PATH``, or ``~/.ray/auth_token``."""
+    if cfg.auth_token_file is not None:
+        return cfg.auth_token_file
+    if env := os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return Path(env).expanduser()
+    return Path.home() / ".ray" / "auth_token"
+
+
+def ensure_token(path: Path, *, create: bool = True) -> Path:
+    """Make sure the token file exists and only its owner can read it.
+
+    Args:
+        path: The token file.
+        create: Create a new random token when the file is missing (a new local cluster).
+
+    Raises:
+        ClusterError: the file is missing and ``create`` is false.
+    """
+    if not path.exists():
+        if not create:
+            raise ClusterError(
+                f"Ray auth token not found at {path}",
+                fix="copy the cluster's token there, set RAY_AUTH_TOKEN, or set backends.ray.auth_token_file",
+            )
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process won the race; use its token
+            pass
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        path.chmod(0o600)
+        log.warning("tightened %s from %o to 600: the Ray token must not be readable by others", path, mode)
+    return path
+
+
+def _quiet_ray(verbose: bool) -> None:
+    level = logging.INFO if verbose else logging.ERROR
+    # Ray Data re-reads its log level from this variable whenever it reconfigures its logger.
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", logging.getLevelName(level))
+    for name in ("ray", "ray.data", "ray.train", "ray.tune", "ray.serve"):
+        logging.getLogger(name).setLevel(level)
+    if not verbose:
+        # Ray Data's own progress bars and start banners; raylane shows its own progress.
+        import ray.data
+
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        warnings.filterwarnings("ignore", module=r"ray(\.|$)")
+
+
+def init(cfg: RayBackend | None = None, *, verbose: bool = False) -> RuntimeInfo:
+    """Start or join Ray as ``cfg`` says; reuse Ray if this process already has it.
+
+    Raises:
+        ClusterError: Ray cannot start, the cluster cannot be reached, or the address is a job API.
+    """
+    global _started_here
+    import ray
+
+    cfg = cfg or RayBackend()
+    if ray.is_initialized():
+        _quiet_ray(verbose)
+        return _info(started_here=_started_here)
+
+    address = cfg.address.strip()
+    in_job = os.environ.get("RAY_ADDRESS") and address == "local"
+    tok = token_path(cfg)
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() != "disabled" and not os.environ.get("RAY_AUTH_TOKEN"):
+        # A new local cluster gets a fresh private token; joining needs the cluster's own.
+        ensure_token(tok, create=address == "local" and not in_job)
+        # Ray turns token mode on by itself once a token is found (and refreshes its config then);
+        # setting RAY_AUTH_MODE here would be too late for a process that imported ray already.
+        os.environ["RAY_AUTH_TOKEN_PATH"] = str(tok)
+
+    common: dict[str, Any] = {
+        "namespace": cfg.namespace,
+        "logging_level": logging.INFO if verbose else logging.ERROR,
+        "log_to_driver": verbose,
+    }
+    try:
+        if address == "local" and not in_job:
+            ray.init(
+                num_cpus=cfg.num_cpus or os.cpu_count() or 1,
+                num_gpus=cfg.num_gpus,
+                include_dashboard=cfg.dashboard,
+                dashboard_host="127.0.0.1",
+                _node_ip_address="127.0.0.1",
+                **common,
+            )
+            _started_here = True
+        elif address.startswith(("http://", "https://")):
+            raise ClusterError(
+                f"backends.ray.address is {address!r}, a job API address: drivers cannot connect to it",
+                fix="submit the work as a job (`raylane job submit`), or use `auto`, `host:6379` or `ray://host:10001`",
+            )
+        else:
+            ray.init(address=None if in_job else address, **common)
+    except ClusterError:
+        raise
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ClusterError(
+            f"cannot {'start' if address == 'local' else 'join'} Ray at {address!r}: {exc}",
+            fix="check backends.ray.address, that the cluster is up, and that this machine has its token",
+        ) from exc
+    _quiet_ray(verbose)
+    return _info(started_here=_started_here)
+
+
+def _info(*, started_here: bool) -> RuntimeInfo:
+    import ray
+
+    ctx = ray.get_runtime_context()
+    dash = getattr(ray.worker.global_worker.node, "address_info", {}).get("webui_url") if started_here else None
+    return RuntimeInfo(
+        address=ctx.gcs_address,
+        started_here=started_here,
+        dashboard_url=f"http://{dash}" if dash else None,
+        resources={k: float(v) for k, v in ray.cluster_resources().items() if not k.startswith("node:")},
+    )
+
+
+def shutdown() -> None:
+    """Stop Ray if this module started it; disconnect otherwise. Never touches other Ray processes."""
+    global _started_here
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    _started_here = False
+
+
+@contextmanager
+def ray_session(cfg: RayBackend | None = None, *, verbose: bool = False) -> Iterator[RuntimeInfo]:
+    """`init` on entry; on exit, `shutdown` only if this call started Ray."""
+    import ray
+
+    owned = not ray.is_initialized()
+    info = init(cfg, verbose=verbose)
+    try:
+        yield info
+    finally:
+        if owned:
+            shutdown()
