@@ -678,27 +678,26 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
 
 def _format_errors(exc: ValidationError, file: Path, overridden: set[str]) -> ConfigError:
     lines: list[str] = []
-    fixes: list[str] = []
     for err in exc.errors(include_url=False):
         loc = tuple(err["loc"])
         path = ".".join(str(p) for p in loc) or "(top level)"
         origin = " (from an override)" if path in overridden else ""
         kind = err["type"]
         if kind == "extra_forbidden":
-            lines.append(f"{path}: unknown field{origin}")
-            fixes.append(f"remove `{loc[-1]}` or fix its spelling; {_did_you_mean(loc, ProjectConfig)}")
+            hint = _did_you_mean(loc, ProjectConfig)
+            lines.append(f"{path}: unknown field{origin}; remove it or fix its spelling ({hint})")
         elif kind == "missing":
-            lines.append(f"{path}: required field is missing")
-            fixes.append(f"add `{loc[-1]}` to the config")
+            lines.append(f"{path}: required field is missing; add `{loc[-1]}`")
         else:
             msg = err["msg"].removeprefix("Value error, ")
             got = err.get("input")
             shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
             lines.append(f"{path}: {msg}{shown}{origin}")
-            if not fixes:
-                fixes.append("correct the value; `raylane config schema` lists every field and its type")
     body = "\n  ".join(lines)
-    return ConfigError(f"{file}: invalid config\n  {body}", fix="; ".join(dict.fromkeys(fixes)))
+    return ConfigError(
+        f"{file}: invalid config\n  {body}",
+        fix="correct the field(s) above; `raylane config schema` lists every field, its type and meaning",
+    )
 
 
 def load_config(

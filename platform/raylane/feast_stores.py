@@ -57,11 +57,13 @@ class MonotonicSqliteOnlineStore(SqliteOnlineStore):
             for i in range(0, len(unique), _CHUNK):
                 chunk = unique[i : i + _CHUNK]
                 marks = ",".join("?" * len(chunk))
+                # No MAX(): an aggregate loses the column's declared type, and with it the
+                # timestamp converter Feast registers; the rows come back as datetimes this way.
                 for key, ts in conn.execute(
-                    f'SELECT entity_key, MAX(event_ts) FROM "{name}" WHERE entity_key IN ({marks}) GROUP BY entity_key',
-                    chunk,
+                    f'SELECT entity_key, event_ts FROM "{name}" WHERE entity_key IN ({marks})', chunk
                 ):
-                    stored[key] = ts if isinstance(ts, datetime) else datetime.fromisoformat(str(ts))
+                    if key not in stored or ts > stored[key]:
+                        stored[key] = ts
         newer = [
             row
             for key, row in zip(keys, data, strict=True)

@@ -1,0 +1,449 @@
+"""The ``raylane`` command line. Thin: parse arguments, load the config, call a stage, print.
+
+Errors: a `UserError` prints its message and fix and exits 2; any other error is internal and
+exits 1. Neither prints a traceback unless ``--debug`` is given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from raylane import __version__
+from raylane.config import ProjectConfig, config_schema, load_config
+from raylane.errors import RaylaneError, UserError
+
+__all__ = ["app", "main"]
+
+out = Console()
+err = Console(stderr=True)
+
+
+class _State:
+    debug = False
+    verbose = False
+
+
+state = _State()
+
+app = typer.Typer(
+    name="raylane",
+    help="raylane: an MLOps platform on Ray. Features (Feast) → training (Ray Train/Tune, MLflow) → "
+    "serving (Ray Serve) → monitoring (whylogs), from one project config.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+config_app = typer.Typer(help="Validate, show and describe project configs.", no_args_is_help=True)
+features_app = typer.Typer(help="Ingest raw data and serve features through Feast.", no_args_is_help=True)
+demo_app = typer.Typer(help="The example project: generate its data, run the whole loop.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(features_app, name="features")
+app.add_typer(demo_app, name="demo")
+
+ConfigArg = Annotated[Path, typer.Argument(help="Project config (YAML).", show_default=False)]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a field: a.b.c=value (repeatable).", show_default=False),
+]
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Ray's and Feast's own logs.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    state.debug, state.verbose = debug, verbose
+    if version:
+        out.print(f"raylane {__version__}")
+        raise typer.Exit()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _load(config: Path, overrides: list[str] | None) -> ProjectConfig:
+    return load_config(config, overrides or [])
+
+
+@contextmanager
+def _steps() -> Iterator[Callable[[str], Any]]:
+    """A progress display; ``step(text)`` starts a spinner line that completes on the next step."""
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+        disable=not err.is_terminal,
+    ) as progress:
+        current: list[Any] = []
+
+        def step(text: str) -> None:
+            if current:
+                progress.update(current[-1], completed=1, total=1)
+            current.append(progress.add_task(text, total=None))
+            if not err.is_terminal:
+                err.print(f"• {text}")
+
+        yield step
+        if current:
+            progress.update(current[-1], completed=1, total=1)
+
+
+def _ray(cfg: ProjectConfig) -> Any:
+    from raylane.runtime import ray_session
+
+    return ray_session(cfg.backends.ray, verbose=state.verbose)
+
+
+def _time(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise UserError(
+            f"{option} {value!r} is not a date or time", fix="write it as ISO 8601, e.g. 2025-03-01 or 2025-03-01T12:00"
+        ) from None
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+# --------------------------------------------------------------------------- config
+
+
+@config_app.command("validate")
+def config_validate(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Check a config; print what it declares."""
+    cfg = _load(config, set_)
+    out.print(
+        f"[green]✓[/] {config}: project [bold]{cfg.project}[/], {len(cfg.data.sources)} sources, "
+        f"{len(cfg.features.views)} feature views, {len(cfg.feature_dtypes())} features, task {cfg.model.task}"
+    )
+
+
+@config_app.command("show")
+def config_show(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of YAML.")] = False,
+) -> None:
+    """Print the resolved config: overrides applied, paths absolute, every default filled in."""
+    cfg = _load(config, set_)
+    if as_json:
+        print(json.dumps(cfg.model_dump(mode="json"), indent=2))
+    else:
+        print(cfg.to_yaml(), end="")
+
+
+@config_app.command("schema")
+def config_schema_cmd(
+    output: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file.")] = None,
+) -> None:
+    """Print the JSON Schema of project configs (for editors: yaml-language-server)."""
+    text = json.dumps(config_schema(), indent=2)
+    if output is None:
+        print(text)
+    else:
+        output.write_text(text + "\n")
+        err.print(f"wrote {output}")
+
+
+# --------------------------------------------------------------------------- features
+
+
+@features_app.command("ingest")
+def features_ingest(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    source: Annotated[list[str] | None, typer.Option("--source", help="Only this source (repeatable).")] = None,
+) -> None:
+    """Read, validate and write the raw sources as offline tables (Ray Data)."""
+    from raylane.ingest import ingest
+
+    cfg = _load(config, set_)
+    with _steps() as step, _ray(cfg):
+        step("reading and checking sources")
+        reports = ingest(cfg, sources=source, on_done=lambda r: step(f"{r.source}: {r.rows:,} rows checked"))
+        step("writing offline tables")
+    table = Table(title="ingested", title_justify="left")
+    for col in ("source", "files", "rows", "columns", "from", "to", "most nulls"):
+        table.add_column(col)
+    for r in reports:
+        worst = max(r.null_fraction.items(), key=lambda kv: kv[1])
+        table.add_row(
+            r.source, str(r.files), f"{r.rows:,}", str(r.columns), f"{r.min_time:%Y-%m-%d %H:%M}",
+            f"{r.max_time:%Y-%m-%d %H:%M}", f"{worst[0]} {worst[1]:.1%}",
+        )
+    out.print(table)
+
+
+@features_app.command("apply")
+def features_apply(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Render the Feast repo from the config and register it (entity, sources, views, service)."""
+    from raylane.features import FeatureRepo
+
+    cfg = _load(config, set_)
+    with _steps() as step:
+        step("rendering the Feast repo")
+        repo = FeatureRepo(cfg, verbose=state.verbose)
+        repo.render()
+        step("applying to the Feast registry")
+        views = repo.apply()
+    table = Table(title=f"Feast repo {repo.path}", title_justify="left")
+    for col in ("feature view", "source", "ttl", "features", "online"):
+        table.add_column(col)
+    for v in cfg.features.views:
+        if v.name in views:
+            table.add_row(v.name, v.source, str(v.ttl), ", ".join(cfg.view_features(v)), "yes" if v.online else "no")
+    out.print(table)
+    out.print(f"feature service: [bold]{cfg.feature_service_name}[/]")
+
+
+@features_app.command("materialize")
+def features_materialize(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    start: Annotated[str | None, typer.Option(help="Window start (ISO 8601); the oldest row when omitted.")] = None,
+    end: Annotated[str | None, typer.Option(help="Window end (ISO 8601); now when omitted.")] = None,
+    incremental: Annotated[bool, typer.Option(help="Continue from each view's last materialization.")] = False,
+    view: Annotated[list[str] | None, typer.Option("--view", help="Only this feature view (repeatable).")] = None,
+) -> None:
+    """Load feature rows from the offline tables into the online store."""
+    from raylane.features import FeatureRepo
+
+    cfg = _load(config, set_)
+    if incremental and start:
+        raise UserError("--start and --incremental exclude each other", fix="drop one of them")
+    repo = FeatureRepo(cfg, verbose=state.verbose)
+    with _steps() as step, _ray(cfg) if cfg.backends.feast.offline_store.type == "ray" else _nothing():
+        step("materializing" + (" incrementally" if incremental else ""))
+        reports = repo.materialize(
+            _time(start, "--start"), _time(end, "--end"), views=view, incremental=incremental
+        )
+    table = Table(title="materialized", title_justify="left")
+    for col in ("feature view", "from", "to", "rows in window", "note"):
+        table.add_column(col)
+    for r in reports:
+        table.add_row(
+            r.view, f"{r.start:%Y-%m-%d %H:%M}", f"{r.end:%Y-%m-%d %H:%M}", f"{r.rows:,}",
+            "empty window, skipped" if r.skipped else "",
+        )
+    out.print(table)
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+@features_app.command("online")
+def features_online(
+    config: ConfigArg,
+    keys: Annotated[list[str], typer.Argument(help="Entity keys to look up.", show_default=False)],
+    set_: SetOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+) -> None:
+    """Look up served features for entity keys in the online store."""
+    from raylane.features import FeatureRepo
+
+    cfg = _load(config, set_)
+    parsed: list[Any] = keys
+    if cfg.entity.dtype == "int64":
+        try:
+            parsed = [int(k) for k in keys]
+        except ValueError:
+            raise UserError(
+                f"entity keys of {cfg.entity.name!r} are integers; got {keys}", fix="pass integer keys"
+            ) from None
+    result = FeatureRepo(cfg, verbose=state.verbose).online().get(parsed)
+    if as_json:
+        print(json.dumps(result, default=str))
+        return
+    key = cfg.entity.join_key
+    table = Table(title="online features", title_justify="left")
+    table.add_column("feature")
+    for k in result[key]:
+        table.add_column(f"{key}={k}")
+    for name in cfg.feature_dtypes():
+        table.add_row(name, *(_fmt(v) for v in result[name]))
+    out.print(table)
+    if unknown := [k for k, *vals in zip(result[key], *(result[n] for n in cfg.feature_dtypes()), strict=True)
+                   if all(v is None for v in vals)]:
+        err.print(f"no online features for {key} {unknown} (unknown entity, or never materialized)")
+
+
+@features_app.command("training-set")
+def features_training_set(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    output: Annotated[Path | None, typer.Option("--out", "-o", help="Also write it as a parquet file.")] = None,
+) -> None:
+    """Build the point-in-time correct training set from the label table."""
+    from raylane.features import FeatureRepo
+
+    cfg = _load(config, set_)
+    repo = FeatureRepo(cfg, verbose=state.verbose)
+    with _steps() as step, _ray(cfg):
+        step("joining labels to features point-in-time (Feast)")
+        ds = repo.training_set()
+        step("summarizing")
+        table = _to_arrow(ds)
+        if output is not None:
+            import pyarrow.parquet as pq
+
+            output.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(table, output)
+    _print_training_summary(cfg, table)
+    if output is not None:
+        out.print(f"wrote {output}")
+
+
+def _to_arrow(ds: Any) -> Any:
+    import pyarrow as pa
+    import ray
+
+    return pa.concat_tables(ray.get(ds.to_arrow_refs()))
+
+
+def _print_training_summary(cfg: ProjectConfig, table: Any) -> None:
+    label = cfg.data.labels.column
+    summary = Table(title=f"training set: {table.num_rows:,} rows", title_justify="left")
+    for col in ("column", "type", "null", "example"):
+        summary.add_column(col)
+    for name in table.column_names:
+        col = table.column(name)
+        example = next((v for v in col.to_pylist()[:50] if v is not None), None)
+        summary.add_row(
+            name + (" (label)" if name == label else ""), str(col.type),
+            f"{col.null_count / max(table.num_rows, 1):.1%}", _fmt(example),
+        )
+    out.print(summary)
+
+
+# --------------------------------------------------------------------------- demo
+
+
+@demo_app.command("data")
+def demo_data(
+    output: Annotated[Path, typer.Option("--out", "-o", help="Folder for the raw files.")] = Path("data/churn"),
+    size: Annotated[str, typer.Option(help="tiny | small | medium | large.")] = "small",
+    seed: Annotated[int | None, typer.Option(help="Random seed (the size's default when omitted).")] = None,
+    drift_start_day: Annotated[
+        int | None, typer.Option(help="Day from which features and labels drift; none when omitted.")
+    ] = None,
+    drift_strength: Annotated[float, typer.Option(help="How strong the drift is.")] = 1.0,
+    customers: Annotated[int | None, typer.Option(help="Override the size's customer count.")] = None,
+    labels: Annotated[int | None, typer.Option(help="Override the size's label count.")] = None,
+) -> None:
+    """Generate the churn example's raw sources (deterministic for a given seed)."""
+    from dataclasses import replace
+
+    from raylane.examples.churn import SIZES, write
+
+    if size not in SIZES:
+        raise UserError(f"--size {size!r} is not a size", fix=f"use one of {', '.join(SIZES)}")
+    spec = SIZES[size]
+    changes: dict[str, Any] = {"drift_start_day": drift_start_day, "drift_strength": drift_strength}
+    for name, value in (("seed", seed), ("customers", customers), ("labels", labels)):
+        if value is not None:
+            changes[name] = value
+    spec = replace(spec, **changes)
+    started = time.perf_counter()
+    paths = write(spec, output)
+    table = Table(title=f"churn data ({size}, seed {spec.seed}) in {time.perf_counter() - started:.1f}s",
+                  title_justify="left")
+    table.add_column("table")
+    table.add_column("file")
+    table.add_column("size")
+    for name, path in paths.items():
+        table.add_row(name, str(path), f"{path.stat().st_size / 1e6:.1f} MB")
+    out.print(table)
+
+
+@demo_app.command("run")
+def demo_run(
+    config: Annotated[Path, typer.Argument(help="Project config.")] = Path("configs/churn.yaml"),
+    set_: SetOpt = None,
+    size: Annotated[str, typer.Option(help="Data size to generate.")] = "small",
+) -> None:
+    """Run the whole loop on the example: data → ingest → apply → materialize → training set → online."""
+    from raylane.demo import run_demo
+
+    cfg = _load(config, set_)
+    with _steps() as step, _ray(cfg):
+        summary = run_demo(cfg, size=size, step=step)
+    table = Table(title=f"raylane demo: project {cfg.project}", title_justify="left")
+    table.add_column("step")
+    table.add_column("result")
+    table.add_column("seconds", justify="right")
+    for name, result, seconds in summary:
+        table.add_row(name, result, f"{seconds:.1f}")
+    out.print(table)
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (2 user error, 1 internal error)."""
+    args = sys.argv[1:] if argv is None else argv
+    state.debug = "--debug" in args or os.environ.get("RAYLANE_DEBUG") == "1"
+    try:
+        app(args=args, prog_name="raylane", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code or 0)
+    except click.ClickException as exc:
+        exc.show(file=sys.stderr)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        err.print("aborted")
+        return 130
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+    except RaylaneError as exc:
+        if state.debug:
+            err.print_exception()
+        kind = "error" if isinstance(exc, UserError) else "internal error"
+        err.print(f"[bold red]{kind}:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
+        if exc.fix:
+            err.print(f"[bold]fix:[/] {escape(exc.fix)}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except Exception as exc:  # an internal error: a bug to report
+        if state.debug:
+            traceback.print_exc()
+        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}", highlight=False,
+                  soft_wrap=True)
+        err.print("rerun with --debug for the traceback, and please report it")
+        return 1
+    return 0
+
+
+def entrypoint() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

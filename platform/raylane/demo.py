@@ -1,0 +1,88 @@
+"""The demo loop on the example project, step by step (``raylane demo run``, ``make demo``).
+
+It runs every stage that exists on freshly generated churn data and returns one summary row per
+step. Needs Ray (the caller starts it, see `raylane.runtime`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from raylane.config import ProjectConfig
+from raylane.errors import UserError
+
+__all__ = ["run_demo"]
+
+Row = tuple[str, str, float]
+
+
+def run_demo(cfg: ProjectConfig, *, size: str = "small", step: Callable[[str], object] = print) -> list[Row]:
+    """Generate data, ingest, apply, materialize, build the training set, look up online features."""
+    from raylane.examples.churn import SIZES, write
+    from raylane.features import FeatureRepo
+    from raylane.ingest import ingest
+
+    if size not in SIZES:
+        raise UserError(f"size {size!r} is not a demo size", fix=f"use one of {', '.join(SIZES)}")
+    rows: list[Row] = []
+
+    def timed(name: str, fn: Callable[[], str]) -> None:
+        step(name)
+        started = time.perf_counter()
+        result = fn()
+        rows.append((name, result, time.perf_counter() - started))
+
+    data_dir = cfg.data.source(cfg.data.labels.source).path.parent
+    spec = replace(SIZES[size])
+
+    def generate() -> str:
+        write(spec, data_dir)
+        return f"{spec.customers:,} customers, {spec.days} days, {spec.labels:,} labels → {data_dir}"
+
+    timed("generate data", generate)
+
+    def do_ingest() -> str:
+        reports = ingest(cfg)
+        return ", ".join(f"{r.source} {r.rows:,}" for r in reports) + " rows"
+
+    timed("ingest (Ray Data)", do_ingest)
+    repo = FeatureRepo(cfg)
+    timed("apply (Feast)", lambda: f"{len(repo.apply())} feature views, service {cfg.feature_service_name}")
+
+    def materialize() -> str:
+        reports = repo.materialize()
+        return ", ".join(f"{r.view} {r.rows:,}" for r in reports) + " rows → online store"
+
+    timed("materialize", materialize)
+    holder: dict[str, object] = {}
+
+    def training_set() -> str:
+        ds = repo.training_set()
+        frame = ds.to_pandas()
+        holder["frame"] = frame
+        label = cfg.data.labels.column
+        features = list(cfg.feature_dtypes())
+        complete = frame[features].notna().all(axis=1).mean()
+        return (
+            f"{len(frame):,} rows × {len(features)} features, label rate {frame[label].mean():.1%},"
+            f" {complete:.0%} rows complete"
+        )
+
+    timed("training set (point-in-time)", training_set)
+
+    def online() -> str:
+        frame = holder["frame"]
+        key = cfg.entity.join_key
+        keys = list(dict.fromkeys(frame[key].tolist()))[:3]  # type: ignore[attr-defined]
+        reader = repo.online()
+        reader.get(keys)  # warm
+        started = time.perf_counter()
+        result = reader.get(keys)
+        ms = (time.perf_counter() - started) * 1000
+        first = {f: result[f][0] for f in list(cfg.feature_dtypes())[:3]}
+        return f"{len(keys)} entities in {ms:.1f} ms; {key}={keys[0]}: {first}"
+
+    timed("online lookup", online)
+    return rows

@@ -1,0 +1,134 @@
+"""Helpers for testing raylane projects and jobs: small real services, never mocks.
+
+- `example_project` generates the churn example's data into a folder and loads its config there.
+- `RedisServer` runs a throwaway ``redis-server`` on a free loopback port.
+- `ray_processes` lists Ray's processes on this machine, to check that a test left none behind.
+
+Job authors can use these in their own tests.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from raylane.config import ProjectConfig, load_config
+
+__all__ = ["RedisServer", "example_config_path", "example_project", "free_port", "ray_processes"]
+
+# Processes a Ray node runs; matched against the executable name and the command line.
+_RAY_PROCESS_NAMES = ("gcs_server", "raylet", "dashboard.py", "agent_manager", "log_monitor.py",
+                      "monitor.py", "runtime_env/agent/main.py", "dashboard/agent.py", "ray::")
+
+
+def example_config_path() -> Path:
+    """``configs/churn.yaml`` of a source checkout."""
+    return Path(__file__).resolve().parents[2] / "configs" / "churn.yaml"
+
+
+def example_project(
+    root: Path,
+    *,
+    size: str = "tiny",
+    overrides: list[str] | None = None,
+    config: Path | None = None,
+    **spec: Any,
+) -> ProjectConfig:
+    """Generate the churn example's raw data under ``root/data`` and load its config with storage
+    under ``root/store``.
+
+    Args:
+        root: An empty folder (a pytest ``tmp_path``).
+        size: A size of `raylane.examples.churn.SIZES`.
+        overrides: ``a.b=c`` config overrides.
+        config: The config to load; the example's when omitted.
+        **spec: Fields of `ChurnDataSpec` to change (``seed``, ``drift_start_day``…).
+    """
+    from raylane.examples.churn import SIZES, write
+
+    data = root / "data"
+    write(replace(SIZES[size], **spec), data)
+    env = {**os.environ, "CHURN_DATA": str(data), "RAYLANE_STORAGE": str(root / "store")}
+    return load_config(config or example_config_path(), overrides or [], env=env)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A ``redis-server`` on 127.0.0.1, in memory only, stopped by its own pid on exit.
+
+    Raises:
+        FileNotFoundError: ``redis-server`` is not installed (tests skip on this).
+    """
+
+    def __init__(self, port: int | None = None) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise FileNotFoundError("redis-server is not installed (Debian: apt-get install redis-server)")
+        self.binary = binary
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def connection_string(self) -> str:
+        """The address in Feast's ``host:port`` form."""
+        return f"127.0.0.1:{self.port}"
+
+    def __enter__(self) -> RedisServer:
+        self.proc = subprocess.Popen(
+            [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
+             "--protected-mode", "yes"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        self.__exit__(None, None, None)
+        raise RuntimeError(f"redis-server did not answer on port {self.port}")
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+
+def ray_processes() -> dict[int, str]:
+    """Ray's processes on this machine: pid → command line."""
+    import psutil
+
+    found: dict[int, str] = {}
+    for proc in psutil.process_iter(["pid", "name", "cmdline"]):
+        try:
+            cmd = " ".join(proc.info["cmdline"] or [])
+            name = proc.info["name"] or ""
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if name.startswith("ray::") or any(n in name or f"/{n}" in cmd for n in _RAY_PROCESS_NAMES):
+            found[proc.info["pid"]] = cmd[:200] or name
+    return found

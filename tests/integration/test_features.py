@@ -1,0 +1,155 @@
+"""Feast through raylane: point-in-time joins, online lookups, materialization order."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as pads
+import pytest
+
+from raylane.config import ProjectConfig
+from raylane.features import FeatureRepo
+from raylane.ingest import ingest, offline_path
+
+
+def _offline(cfg: ProjectConfig, source: str) -> pd.DataFrame:
+    return pads.dataset(str(offline_path(cfg, source)), format="parquet").to_table().to_pandas()
+
+
+def _brute_force(cfg: ProjectConfig, labels: pd.DataFrame) -> pd.DataFrame:
+    """The as-of join by definition: per label row and view, the latest feature row with
+    label_time - ttl <= event_time <= label_time, else nulls."""
+    key = cfg.entity.join_key
+    out = labels.copy()
+    for view in cfg.features.views:
+        src = cfg.data.source(view.source)
+        feats = _offline(cfg, view.source)
+        names = cfg.view_features(view)
+        by_key = {k: g.sort_values(src.timestamp_column) for k, g in feats.groupby(key)}
+        values: dict[str, list[object]] = {n: [] for n in names}
+        for k, t in zip(out[key], out["label_timestamp"], strict=True):
+            g = by_key.get(k)
+            row = None
+            if g is not None:
+                ts = g[src.timestamp_column]
+                ok = g[(ts <= t) & (ts >= t - view.ttl)]
+                if len(ok):
+                    row = ok.iloc[-1]
+            for n in names:
+                values[n].append(None if row is None else row[n])
+        for n in names:
+            out[n] = values[n]
+    return out
+
+
+def _same(a: pd.Series, b: pd.Series) -> bool:
+    a = a.astype(object).where(a.notna(), None)
+    b = b.astype(object).where(b.notna(), None)
+    return all((x is None and y is None) or x == y for x, y in zip(a, b, strict=True))
+
+
+def test_training_set_equals_brute_force_as_of_join(churn: ProjectConfig) -> None:
+    repo = FeatureRepo(churn)
+    labels = repo.labels()
+    assert len(labels) >= 1000
+    got = repo.training_set(labels).to_pandas()
+    assert len(got) == len(labels)
+    assert list(got.columns[:3]) == ["customer_id", "label_timestamp", "churned"]
+    expected = _brute_force(churn, labels)
+    for name in churn.feature_dtypes():
+        assert _same(got[name], expected[name]), name
+    # the data exercises both branches: some features are null because of the ttl, most are not
+    assert 0 < got["sessions_7d"].isna().sum() < len(got) // 4
+
+
+def test_a_row_after_the_label_time_never_leaks_and_old_rows_expire(churn: ProjectConfig) -> None:
+    repo = FeatureRepo(churn)
+    activity = _offline(churn, "activity").sort_values("event_timestamp")
+    key = churn.entity.join_key
+    # an entity with two consecutive activity rows less than the ttl apart
+    for k, g in activity.groupby(key):
+        gaps = g["event_timestamp"].diff()
+        i = int(np.argmax((gaps > timedelta(hours=2)).to_numpy() & (gaps < timedelta(days=2)).to_numpy()))
+        if i > 0:
+            before, after = g.iloc[i - 1], g.iloc[i]
+            break
+    ttl = churn.features.views[1].ttl
+    probe = pd.DataFrame(
+        {
+            key: [k, k, k, k],
+            "label_timestamp": [
+                after["event_timestamp"] - timedelta(seconds=1),  # 1 s before the newer row
+                after["event_timestamp"],  # exactly at it: it counts
+                before["event_timestamp"] - timedelta(microseconds=1) if i == 1 else after["event_timestamp"],
+                g["event_timestamp"].max() + ttl + timedelta(seconds=1),  # older than the ttl
+            ],
+        }
+    )
+    got = repo.training_set(probe).to_pandas()
+    assert got["sessions_7d"].iloc[0] == before["sessions_7d"]
+    assert got["minutes_watched_7d"].iloc[0] == before["minutes_watched_7d"]
+    assert got["sessions_7d"].iloc[1] == after["sessions_7d"]
+    assert pd.isna(got["sessions_7d"].iloc[3])
+    # the slow view is still valid then (90 d ttl): one view expiring does not drop the row
+    assert got["plan"].iloc[3] is not None and not pd.isna(got["plan"].iloc[3])
+
+
+def test_online_store_holds_the_latest_row_per_entity(churn: ProjectConfig) -> None:
+    reader = FeatureRepo(churn).online()
+    key = churn.entity.join_key
+    for source, view in (("profiles", "customer_profile"), ("activity", "customer_activity")):
+        table = _offline(churn, source).sort_values("event_timestamp")
+        latest = table.groupby(key).tail(1).set_index(key)
+        keys = latest.index[:25].tolist()
+        got = reader.get(keys)
+        for name in churn.view_features(next(v for v in churn.features.views if v.name == view)):
+            expected = latest.loc[keys, name]
+            assert _same(pd.Series(got[name]), expected.reset_index(drop=True)), name
+
+
+def test_unknown_entity_gives_nulls(churn: ProjectConfig) -> None:
+    got = FeatureRepo(churn).online().get([-1, 999_999_999])
+    assert got["customer_id"] == [-1, 999_999_999]
+    assert all(v is None for name in churn.feature_dtypes() for v in got[name])
+
+
+def test_materializing_an_older_window_never_moves_values_back(fresh_churn: ProjectConfig) -> None:
+    cfg = fresh_churn
+    ingest(cfg)
+    repo = FeatureRepo(cfg)
+    repo.apply()
+    activity = _offline(cfg, "activity")
+    mid = activity["event_timestamp"].quantile(0.5)
+    end = activity["event_timestamp"].max() + timedelta(seconds=1)
+    newer = repo.materialize(mid.to_pydatetime(), end.to_pydatetime(), views=["customer_activity"])
+    assert newer[0].rows > 0
+    reader = repo.online()
+    key = cfg.entity.join_key
+    keys = sorted(activity[key].unique().tolist())[:40]
+    before = reader.get(keys)
+    older = repo.materialize(activity["event_timestamp"].min().to_pydatetime(), mid.to_pydatetime(),
+                             views=["customer_activity"])
+    assert older[0].rows > 0
+    after = reader.get(keys)
+    assert after["sessions_7d"] == before["sessions_7d"]
+    assert after["minutes_watched_7d"] == before["minutes_watched_7d"]
+    # and the values are the newest rows of the offline table
+    latest = activity.sort_values("event_timestamp").groupby(key).tail(1).set_index(key)
+    assert after["sessions_7d"] == latest.loc[keys, "sessions_7d"].tolist()
+
+
+def test_incremental_materialize_skips_empty_windows(fresh_churn: ProjectConfig) -> None:
+    ingest(fresh_churn)
+    repo = FeatureRepo(fresh_churn)
+    repo.apply()
+    first = repo.materialize(incremental=True)  # now - ttl: nothing that recent in 2025 data
+    assert all(r.skipped and r.rows == 0 for r in first)
+
+
+def test_training_set_before_apply_is_a_clear_error(fresh_churn: ProjectConfig) -> None:
+    from raylane.errors import FeatureStoreError
+
+    with pytest.raises(FeatureStoreError, match="raylane features apply"):
+        FeatureRepo(fresh_churn).training_set()

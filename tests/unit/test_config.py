@@ -1,0 +1,180 @@
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from raylane.config import ProjectConfig, config_schema, load_config
+from raylane.errors import ConfigError
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "churn.yaml"
+
+
+def _write(tmp_path: Path, doc: dict[str, Any] | str, name: str = "p.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc))
+    return path
+
+
+def _minimal() -> dict[str, Any]:
+    return {
+        "project": "shop",
+        "data": {
+            "sources": [
+                {"name": "orders", "path": "raw/orders.parquet", "timestamp_column": "ts",
+                 "columns": {"user_id": "int64", "amount": "float64", "country": "string"}},
+                {"name": "labels", "path": "raw/labels.csv", "timestamp_column": "ts",
+                 "columns": {"user_id": "int64", "bought": "int64"}},
+            ],
+            "labels": {"source": "labels", "column": "bought"},
+        },
+        "entity": {"name": "user", "join_key": "user_id"},
+        "features": {"views": [{"name": "user_orders", "source": "orders", "ttl": "7d"}]},
+        "model": {"task": "binary"},
+    }
+
+
+def test_example_config_loads_with_defaults() -> None:
+    cfg = load_config(EXAMPLE, env={})
+    assert cfg.project == "churn"
+    assert cfg.storage_root == (EXAMPLE.parent / "../.raylane/churn").resolve()
+    assert cfg.data.source("labels").file_format == "csv"
+    assert cfg.features.views[1].ttl == timedelta(days=3)
+    assert cfg.backends.ray.address == "local"
+    assert cfg.backends.feast.online_store.type == "sqlite"
+    assert cfg.serve.host == "127.0.0.1"
+    assert len(cfg.feature_dtypes()) == 10
+    assert cfg.mlflow_tracking_uri == f"sqlite:///{cfg.storage_root / 'mlflow.db'}"
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, _minimal()))
+    assert cfg.data.sources[0].path == tmp_path / "raw/orders.parquet"
+    assert cfg.storage_root == tmp_path / ".raylane/shop"
+    assert cfg.view_features(cfg.features.views[0]) == ["amount", "country"]
+
+
+def test_overrides_and_env(tmp_path: Path) -> None:
+    doc = _minimal()
+    doc["data"]["sources"][0]["path"] = "${DATA_DIR:-raw}/orders.parquet"
+    doc["description"] = "owner ${OWNER}"
+    path = _write(tmp_path, doc)
+    env = {"OWNER": "ana", "RAYLANE__TRAIN__EPOCHS": "4", "DATA_DIR": "/srv/data"}
+    cfg = load_config(path, ["train.learning_rate=0.5", "model.hidden_layers=[8, 4]", "data.sources.1.name=labels"],
+                      env=env)
+    assert cfg.description == "owner ana"
+    assert cfg.data.sources[0].path == Path("/srv/data/orders.parquet")
+    assert cfg.train.epochs == 4
+    assert cfg.train.learning_rate == 0.5
+    assert cfg.model.hidden_layers == [8, 4]
+
+
+def test_fingerprint_is_stable_and_sensitive(tmp_path: Path) -> None:
+    path = _write(tmp_path, _minimal())
+    a, b = load_config(path), load_config(path)
+    c = load_config(path, ["train.seed=1"])
+    assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+
+
+def test_resolved_config_round_trips(tmp_path: Path) -> None:
+    cfg = load_config(EXAMPLE, env={})
+    again = ProjectConfig.model_validate(yaml.safe_load(cfg.to_yaml()))
+    assert again == cfg
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="config file not found: nope.yaml") as info:
+        load_config("nope.yaml")
+    assert info.value.fix and "configs/churn.yaml" in info.value.fix
+    assert info.value.exit_code == 2
+
+
+def test_unknown_key_names_the_path_and_suggests(tmp_path: Path) -> None:
+    doc = _minimal()
+    doc["train"] = {"epohcs": 3}
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, doc))
+    text = str(info.value)
+    assert "p.yaml" in text and "train.epohcs: unknown field" in text
+    assert "did you mean 'epochs'?" in text
+
+
+def test_wrong_type_names_path_and_value(tmp_path: Path) -> None:
+    doc = _minimal()
+    doc["train"] = {"epochs": "ten"}
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, doc))
+    assert "train.epochs" in str(info.value) and "'ten'" in str(info.value)
+
+
+def test_override_errors_are_marked(tmp_path: Path) -> None:
+    path = _write(tmp_path, _minimal())
+    with pytest.raises(ConfigError, match=r"train.epochs: .*\(from an override\)"):
+        load_config(path, ["train.epochs=-1"])
+    with pytest.raises(ConfigError, match="has no '='"):
+        load_config(path, ["train.epochs"])
+    with pytest.raises(ConfigError, match="not an index"):
+        load_config(path, ["data.sources.7.name=x"])
+
+
+def test_missing_env_var(tmp_path: Path) -> None:
+    doc = _minimal()
+    doc["data"]["sources"][0]["path"] = "${NOT_SET_ANYWHERE}/x.parquet"
+    with pytest.raises(ConfigError, match=r"data.sources.0.path: environment variable \$\{NOT_SET_ANYWHERE\}"):
+        load_config(_write(tmp_path, doc), env={})
+
+
+def test_bad_yaml_and_not_a_mapping(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid YAML at line 2"):
+        load_config(_write(tmp_path, "project: x\n  bad: [\n"))
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(_write(tmp_path, "- a\n- b\n"))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d["features"]["views"][0].update(source="nope"), "features.views.0.source: unknown source 'nope'"),
+        (lambda d: d["features"]["views"][0].update(features=["amount", "ghost"]), "'ghost' is not a column"),
+        (lambda d: d["data"]["labels"].update(column="ghost"), "data.labels.column: 'ghost'"),
+        (lambda d: d["data"]["sources"][0]["columns"].pop("user_id"), "the entity key `user_id` is not among"),
+        (lambda d: d["features"]["views"][0].update(ttl="soon"), "features.views.0.ttl"),
+        (lambda d: d.update(project="Bad-Name"), "project: String should match pattern"),
+        (lambda d: d["backends"].update(feast={"online_store": {"type": "cassandra"}}), "online_store"),
+        (lambda d: d["data"]["sources"][0]["columns"].update(amount="decimal"), "columns.amount.dtype"),
+    ],
+)
+def test_cross_field_errors(tmp_path: Path, change: Any, message: str) -> None:
+    doc = _minimal()
+    doc.setdefault("backends", {})
+    change(doc)
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, doc))
+    assert message in str(info.value)
+
+
+def test_search_space_validation(tmp_path: Path) -> None:
+    doc = _minimal()
+    doc["tune"] = {"space": {"train.learning_rate": {"type": "loguniform", "low": 0.1, "high": 0.01}}}
+    with pytest.raises(ConfigError, match="must be below"):
+        load_config(_write(tmp_path, doc))
+    doc["tune"] = {"space": {"model.dropout": {"type": "choice", "values": []}}}
+    with pytest.raises(ConfigError, match="non-empty"):
+        load_config(_write(tmp_path, doc))
+
+
+def test_every_field_is_described() -> None:
+    schema = config_schema()
+    undocumented = []
+    for name, model in schema["$defs"].items():
+        for field, spec in model.get("properties", {}).items():
+            if not spec.get("description"):
+                undocumented.append(f"{name}.{field}")
+    for field, spec in schema["properties"].items():
+        if not spec.get("description"):
+            undocumented.append(f"ProjectConfig.{field}")
+    assert undocumented == []
+    assert schema["additionalProperties"] is False
