@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from raylane.testing import ray_processes
 
 _before: dict[int, str] = {}
@@ -29,10 +29,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             return
         time.sleep(0.5)
     for pid in leaked:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             psutil.Process(pid).kill()
-        except psutil.NoSuchProcess:
-            pass
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     lines = "\n".join(f"  {pid}: {cmd}" for pid, cmd in leaked.items())
     if reporter is not None:

@@ -196,8 +196,13 @@ def features_ingest(
     for r in reports:
         worst = max(r.null_fraction.items(), key=lambda kv: kv[1])
         table.add_row(
-            r.source, str(r.files), f"{r.rows:,}", str(r.columns), f"{r.min_time:%Y-%m-%d %H:%M}",
-            f"{r.max_time:%Y-%m-%d %H:%M}", f"{worst[0]} {worst[1]:.1%}",
+            r.source,
+            str(r.files),
+            f"{r.rows:,}",
+            str(r.columns),
+            f"{r.min_time:%Y-%m-%d %H:%M}",
+            f"{r.max_time:%Y-%m-%d %H:%M}",
+            f"{worst[0]} {worst[1]:.1%}",
         )
     out.print(table)
 
@@ -242,15 +247,16 @@ def features_materialize(
     repo = FeatureRepo(cfg, verbose=state.verbose)
     with _steps() as step, _ray(cfg) if cfg.backends.feast.offline_store.type == "ray" else _nothing():
         step("materializing" + (" incrementally" if incremental else ""))
-        reports = repo.materialize(
-            _time(start, "--start"), _time(end, "--end"), views=view, incremental=incremental
-        )
+        reports = repo.materialize(_time(start, "--start"), _time(end, "--end"), views=view, incremental=incremental)
     table = Table(title="materialized", title_justify="left")
     for col in ("feature view", "from", "to", "rows in window", "note"):
         table.add_column(col)
     for r in reports:
         table.add_row(
-            r.view, f"{r.start:%Y-%m-%d %H:%M}", f"{r.end:%Y-%m-%d %H:%M}", f"{r.rows:,}",
+            r.view,
+            f"{r.start:%Y-%m-%d %H:%M}",
+            f"{r.end:%Y-%m-%d %H:%M}",
+            f"{r.rows:,}",
             "empty window, skipped" if r.skipped else "",
         )
     out.print(table)
@@ -292,8 +298,11 @@ def features_online(
     for name in cfg.feature_dtypes():
         table.add_row(name, *(_fmt(v) for v in result[name]))
     out.print(table)
-    if unknown := [k for k, *vals in zip(result[key], *(result[n] for n in cfg.feature_dtypes()), strict=True)
-                   if all(v is None for v in vals)]:
+    if unknown := [
+        k
+        for k, *vals in zip(result[key], *(result[n] for n in cfg.feature_dtypes()), strict=True)
+        if all(v is None for v in vals)
+    ]:
         err.print(f"no online features for {key} {unknown} (unknown entity, or never materialized)")
 
 
@@ -339,8 +348,10 @@ def _print_training_summary(cfg: ProjectConfig, table: Any) -> None:
         col = table.column(name)
         example = next((v for v in col.to_pylist()[:50] if v is not None), None)
         summary.add_row(
-            name + (" (label)" if name == label else ""), str(col.type),
-            f"{col.null_count / max(table.num_rows, 1):.1%}", _fmt(example),
+            name + (" (label)" if name == label else ""),
+            str(col.type),
+            f"{col.null_count / max(table.num_rows, 1):.1%}",
+            _fmt(example),
         )
     out.print(summary)
 
@@ -375,8 +386,9 @@ def demo_data(
     spec = replace(spec, **changes)
     started = time.perf_counter()
     paths = write(spec, output)
-    table = Table(title=f"churn data ({size}, seed {spec.seed}) in {time.perf_counter() - started:.1f}s",
-                  title_justify="left")
+    table = Table(
+        title=f"churn data ({size}, seed {spec.seed}) in {time.perf_counter() - started:.1f}s", title_justify="left"
+    )
     table.add_column("table")
     table.add_column("file")
     table.add_column("size")
@@ -437,8 +449,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # an internal error: a bug to report
         if state.debug:
             traceback.print_exc()
-        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}", highlight=False,
-                  soft_wrap=True)
+        err.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
         err.print("rerun with --debug for the traceback, and please report it")
         return 1
     return 0

@@ -168,9 +168,7 @@ class FeatureViewConfig(_Model):
 
     name: str = Field(pattern=_IDENT, description="Feast feature view name.")
     source: str = Field(description="Name of the source (in `data.sources`) it reads.")
-    ttl: Duration = Field(
-        description="How long a feature row stays valid: an as-of join ignores rows older than this."
-    )
+    ttl: Duration = Field(description="How long a feature row stays valid: an as-of join ignores rows older than this.")
     features: list[str] | None = Field(
         None, description="Columns of the source served as features; all but the join key when omitted."
     )
@@ -292,9 +290,7 @@ class PromotionConfig(_Model):
     """The gate a challenger must pass to become champion."""
 
     metric: str | None = Field(None, description="Holdout metric; the task's default when omitted.")
-    min_improvement: float = Field(
-        0.0, ge=0.0, description="How much better than the champion the challenger must be."
-    )
+    min_improvement: float = Field(0.0, ge=0.0, description="How much better than the champion the challenger must be.")
     floor: float | None = Field(None, description="The first model is promoted only if its metric clears this.")
 
 
@@ -504,9 +500,7 @@ class ProjectConfig(_Model):
         if labels.source not in names:
             raise ValueError(f"data.labels.source: unknown source {labels.source!r}; one of {names}")
         if labels.column not in self.data.source(labels.source).columns:
-            raise ValueError(
-                f"data.labels.column: {labels.column!r} is not a column of source {labels.source!r}"
-            )
+            raise ValueError(f"data.labels.column: {labels.column!r} is not a column of source {labels.source!r}")
         seen: dict[str, str] = {}
         for i, v in enumerate(self.features.views):
             if v.source not in names:
@@ -634,9 +628,7 @@ def _set_path(doc: dict[str, Any], dotted: str, value: Any, origin: str) -> None
             else:
                 node = node.setdefault(part, {})
         else:
-            raise ConfigError(
-                f"{origin}: {'.'.join(parts[:i])} is a value, not a section", fix="check the field path"
-            )
+            raise ConfigError(f"{origin}: {'.'.join(parts[:i])} is a value, not a section", fix="check the field path")
 
 
 def _parse_override(item: str, origin: str) -> tuple[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from raylane.config import ProjectConfig
 from raylane.errors import UserError
@@ -56,7 +57,7 @@ def run_demo(cfg: ProjectConfig, *, size: str = "small", step: Callable[[str], o
         return ", ".join(f"{r.view} {r.rows:,}" for r in reports) + " rows → online store"
 
     timed("materialize", materialize)
-    holder: dict[str, object] = {}
+    holder: dict[str, Any] = {}
 
     def training_set() -> str:
         ds = repo.training_set()
@@ -75,7 +76,7 @@ def run_demo(cfg: ProjectConfig, *, size: str = "small", step: Callable[[str], o
     def online() -> str:
         frame = holder["frame"]
         key = cfg.entity.join_key
-        keys = list(dict.fromkeys(frame[key].tolist()))[:3]  # type: ignore[attr-defined]
+        keys = list(dict.fromkeys(frame[key].tolist()))[:3]
         reader = repo.online()
         reader.get(keys)  # warm
         started = time.perf_counter()

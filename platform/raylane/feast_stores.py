@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig, _table_id
-from feast.utils import to_naive_utc
 from feast.repo_config import RepoConfig
+from feast.utils import to_naive_utc
 
 __all__ = ["MonotonicSqliteOnlineStore", "MonotonicSqliteOnlineStoreConfig"]
 
@@ -49,9 +49,7 @@ class MonotonicSqliteOnlineStore(SqliteOnlineStore):
         version = config.entity_key_serialization_version
         keys = [serialize_entity_key(row[0], entity_key_serialization_version=version) for row in data]
         stored: dict[bytes, datetime] = {}
-        exists = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)
-        ).fetchone()
+        exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone()
         if exists:
             unique = list(dict.fromkeys(keys))
             for i in range(0, len(unique), _CHUNK):
@@ -65,9 +63,7 @@ class MonotonicSqliteOnlineStore(SqliteOnlineStore):
                     if key not in stored or ts > stored[key]:
                         stored[key] = ts
         newer = [
-            row
-            for key, row in zip(keys, data, strict=True)
-            if key not in stored or to_naive_utc(row[2]) >= stored[key]
+            row for key, row in zip(keys, data, strict=True) if key not in stored or to_naive_utc(row[2]) >= stored[key]
         ]
         skipped = len(data) - len(newer)
         super().online_write_batch(config, table, newer, progress)

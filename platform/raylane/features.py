@@ -78,7 +78,7 @@ def feast_objects(cfg: ProjectConfig) -> dict[str, Any]:
         description=cfg.entity.description,
     )
     objects: dict[str, Any] = {f"entity_{entity.name}": entity}
-    views = []
+    views: list[Any] = []
     for v in cfg.features.views:
         src_cfg = cfg.data.source(v.source)
         source = FileSource(
@@ -339,9 +339,7 @@ class FeatureRepo:
         cols = [self.cfg.entity.join_key, src.timestamp_column, lab.column]
         return pads.dataset(str(path), format="parquet").to_table(columns=cols).to_pandas()
 
-    def training_set(
-        self, entity_df: pd.DataFrame | None = None, *, blocks: int | None = None
-    ) -> ray.data.Dataset:
+    def training_set(self, entity_df: pd.DataFrame | None = None, *, blocks: int | None = None) -> ray.data.Dataset:
         """The label table joined point-in-time correct to every served feature, as a Ray Dataset.
 
         For each label row, each feature comes from the latest row of its view with event time at
@@ -386,9 +384,7 @@ class FeatureRepo:
         for v in self.cfg.features.views:
             names = self.cfg.view_features(v)
             with _quiet(self.verbose):
-                job = self.store.get_historical_features(
-                    entity_df=pairs, features=[f"{v.name}:{f}" for f in names]
-                )
+                job = self.store.get_historical_features(entity_df=pairs, features=[f"{v.name}:{f}" for f in names])
                 joined = job.to_arrow()
             feats = joined.select([key, ts, *names]).to_pandas()
             feats[ts] = pd.to_datetime(feats[ts], utc=True).astype("datetime64[ns, UTC]")
@@ -407,4 +403,3 @@ class FeatureRepo:
 
 def _aware(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-

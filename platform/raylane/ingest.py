@@ -13,6 +13,7 @@ Nothing here knows a domain: a new data set needs only a new config.
 from __future__ import annotations
 
 import glob
+import os
 import shutil
 import uuid
 from collections.abc import Callable
@@ -111,83 +112,96 @@ def _compatible(actual: pa.DataType, want: ColumnType) -> bool:
 
 
 def _normalizer(src: SourceConfig) -> Callable[[pa.Table], pa.Table]:
-    """A batch function: select the declared columns and cast them to the canonical schema."""
+    """A batch function: select the declared columns and cast them to the canonical schema.
+
+    It never raises: a timestamp string that does not parse becomes null, and the driver turns
+    nulls in the timestamp column into an error with examples (an exception raised inside a Ray
+    Data task reaches the driver without its type, so errors are decided there).
+    """
     wanted: dict[str, ColumnType] = {c: spec.dtype for c, spec in src.columns.items()}
     wanted[src.timestamp_column] = "timestamp"
-    name = src.name
 
     def normalize(batch: pa.Table) -> pa.Table:
         out = {}
         for col, dtype in wanted.items():
             arr = batch.column(col)
-            target = _ARROW[dtype]
             if pa.types.is_dictionary(arr.type):
                 arr = arr.cast(arr.type.value_type)
-            if dtype == "timestamp":
-                arr = _to_timestamp(arr, name, col)
-            elif not arr.type.equals(target):
-                try:
-                    arr = arr.cast(target)
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                    raise DataError(
-                        f"source {name!r}: column {col!r} has values that are not {dtype}: {exc}",
-                        fix=f"clean the column or declare it with another dtype in data.sources ({name})",
-                    ) from None
-            out[col] = arr
+            out[col] = _to_timestamp(arr) if dtype == "timestamp" else arr.cast(_ARROW[dtype])
         return pa.table(out)
 
     return normalize
 
 
-def _to_timestamp(arr: Any, source: str, col: str) -> Any:
+def _to_timestamp(arr: Any) -> Any:
+    """Cast to UTC microseconds; naive times are taken as UTC; unparseable strings become null."""
     target = _ARROW["timestamp"]
     if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
         try:
-            parsed = pc.cast(arr, pa.timestamp("us", tz="UTC"))
+            return pc.cast(arr, target)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            try:  # ISO-8601 with an offset, e.g. 2025-01-01T10:00:00+0000
-                parsed = pc.strptime(arr, format="%Y-%m-%dT%H:%M:%S%z", unit="us")
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise DataError(
-                    f"source {source!r}: timestamp column {col!r} has values that are not timestamps: {exc}",
-                    fix="write ISO-8601 times such as 2025-01-31T12:00:00+00:00, or fix timestamp_column",
-                ) from None
-        return parsed.cast(target)
+            # ISO 8601 with a +hhmm offset, which the cast does not read; others become null.
+            return pc.strptime(arr, format="%Y-%m-%dT%H:%M:%S%z", unit="us", error_is_null=True).cast(target)
     if pa.types.is_date(arr.type):
         arr = arr.cast(pa.timestamp("us"))
     if pa.types.is_timestamp(arr.type) and arr.type.tz is None:
-        return arr.cast(pa.timestamp("us")).cast(target)  # naive times are taken as UTC
+        return arr.cast(pa.timestamp("us")).cast(target)
     return arr.cast(target)
 
 
-def _stats(batch: pa.Table) -> pa.Table:
+def _bad_timestamps(ds: Any, col: str, limit: int = 3) -> list[Any]:
+    """Up to ``limit`` raw values of ``col`` that are empty or do not parse as timestamps."""
+
+    def bad(batch: pa.Table) -> pa.Table:
+        raw = batch.column(col)
+        parsed = _to_timestamp(raw)
+        return pa.table({col: raw.filter(pc.is_null(parsed))}).cast(pa.schema([(col, pa.string())]))
+
+    return [row[col] for row in ds.select_columns([col]).map_batches(bad, batch_format="pyarrow").take(limit)]
+
+
+def _stats(batch: pa.Table, ts_col: str) -> pa.Table:
+    """One row: the block's row count, null count per column, and time range."""
     row: dict[str, list[Any]] = {"__rows__": [batch.num_rows]}
     for name in batch.column_names:
         row[f"null:{name}"] = [batch.column(name).null_count]
-    ts = batch.column("__ts__")
+    ts = batch.column(ts_col)
     row["__min__"] = [pc.min(ts).as_py()]
     row["__max__"] = [pc.max(ts).as_py()]
     return pa.table(row)
 
 
-def _prepare(cfg: ProjectConfig, src: SourceConfig) -> tuple[Any, IngestReport]:
-    """Read and validate one source; the normalized, materialized dataset and its report.
+@dataclass(frozen=True)
+class _Opened:
+    src: SourceConfig
+    files: list[str]
+    where: str
+    ds: Any  # ray.data.Dataset, not executed past its schema
+
+
+def _open(src: SourceConfig) -> _Opened:
+    """Open a source with Ray Data and check its schema (columns and types): cheap, no full read.
 
     Raises:
-        DataError: the source is missing, unreadable, empty, or does not match its declaration.
+        DataError: the source is missing, unreadable, or lacks a declared column or type.
     """
     import ray
 
     files = source_files(src)
     where = files[0] if len(files) == 1 else f"{src.path} ({len(files)} files)"
+    # Ray Data's default of ~200 read blocks costs seconds of scheduling on small sources;
+    # aim at blocks of about 64 MB, and enough of them to keep every CPU busy on big ones.
+    size = sum(os.path.getsize(f) for f in files)
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    blocks = max(1, min(4 * cpus, -(-size // (64 << 20))))
     try:
         if src.file_format == "csv":
-            ds = ray.data.read_csv(files)
+            ds = ray.data.read_csv(files, override_num_blocks=blocks)
         else:
-            ds = ray.data.read_parquet(files)
+            ds = ray.data.read_parquet(files, override_num_blocks=blocks)
         schema = ds.schema()
     except Exception as exc:  # Ray wraps reader errors; report the reader's own words
-        raise _read_error(src, where, exc) from None
+        raise _read_error(src, files, exc) from None
     if schema is None:
         raise DataError(f"source {src.name!r}: {where} is empty", fix="the source must have at least one row")
     actual = dict(zip(schema.names, schema.types, strict=True))
@@ -206,21 +220,29 @@ def _prepare(cfg: ProjectConfig, src: SourceConfig) -> tuple[Any, IngestReport]:
                 f"source {src.name!r}: {what} {col!r} in {where} is {actual[col]}, not {dtype}",
                 fix=f"convert the column to {dtype}, or declare its real type in data.sources ({src.name})",
             )
+    return _Opened(src, files, where, ds)
+
+
+def _prepare(cfg: ProjectConfig, opened: _Opened) -> tuple[Any, IngestReport]:
+    """Normalize and check one opened source; the materialized dataset and its report.
+
+    Raises:
+        DataError: the source is empty, has unparseable times, null keys or too many nulls.
+    """
+    import ray
+
+    src, files, where, ds = opened.src, opened.files, opened.where, opened.ds
+    declared: dict[str, ColumnType] = {c: s.dtype for c, s in src.columns.items()}
+    declared[src.timestamp_column] = "timestamp"
 
     ts_col = src.timestamp_column
     try:
         normalized = ds.map_batches(_normalizer(src), batch_format="pyarrow").materialize()
-        stats = normalized.map_batches(
-            lambda b: _stats(b.append_column("__ts__", b.column(ts_col))), batch_format="pyarrow"
-        ).to_arrow_refs()
-        parts = [t for t in ray.get(stats) if t.num_rows]
-    except DataError:
-        raise
+        # One small task per materialized block: cheaper than another Ray Data execution.
+        stats_task = ray.remote(num_cpus=0.25)(_stats)
+        parts = [t for t in ray.get([stats_task.remote(b, ts_col) for b in normalized.to_arrow_refs()]) if t.num_rows]
     except Exception as exc:
-        cause = _root_cause(exc)
-        if isinstance(cause, DataError):
-            raise cause from None
-        raise _read_error(src, where, exc) from None
+        raise _read_error(src, files, exc) from None
     totals = pa.concat_tables(parts) if parts else None
     rows = int(pc.sum(totals.column("__rows__")).as_py() or 0) if totals is not None else 0
     if rows == 0:
@@ -228,9 +250,11 @@ def _prepare(cfg: ProjectConfig, src: SourceConfig) -> tuple[Any, IngestReport]:
     assert totals is not None
     nulls = {c: int(pc.sum(totals.column(f"null:{c}")).as_py() or 0) / rows for c in declared}
     if nulls[ts_col] > 0:
+        examples = _bad_timestamps(ds, ts_col)
         raise DataError(
-            f"source {src.name!r}: timestamp column {ts_col!r} has {nulls[ts_col]:.1%} empty values",
-            fix="every row needs its event time",
+            f"source {src.name!r}: timestamp column {ts_col!r} in {where} has"
+            f" {round(nulls[ts_col] * rows):,} value(s) that are empty or not timestamps, e.g. {examples}",
+            fix="write every event time as ISO 8601, e.g. 2025-01-31T12:00:00+00:00",
         )
     key = cfg.entity.join_key
     if nulls.get(key, 0) > 0:
@@ -279,19 +303,44 @@ def ingest_source(cfg: ProjectConfig, src: SourceConfig) -> IngestReport:
     Raises:
         DataError: the source is missing, unreadable, empty, or does not match its declaration.
     """
-    normalized, report = _prepare(cfg, src)
+    normalized, report = _prepare(cfg, _open(src))
     _write(normalized, report.path)
     return report
 
 
-def _read_error(src: SourceConfig, where: str, exc: BaseException) -> DataError:
+def _read_error(src: SourceConfig, files: list[str], exc: BaseException) -> DataError:
+    if src.file_format == "csv" and (found := _diagnose_csv(files)) is not None:
+        file, problem = found
+        return DataError(
+            f"source {src.name!r}: cannot read {file}: {problem}",
+            fix="fix or remove the broken row (every row needs the header's number of fields)",
+        )
     cause = _root_cause(exc)
-    text = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-    if "CSV parse error" in text or "CSV conversion error" in text:
-        fix = "fix or remove the broken row (every row needs the header's number of fields)"
-    else:
-        fix = f"check that the file is valid {src.file_format} (data.sources ({src.name}).format)"
-    return DataError(f"source {src.name!r}: cannot read {where}: {text}", fix=fix)
+    lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
+    text = lines[0] if lines else type(cause).__name__
+    where = files[0] if len(files) == 1 else str(src.path)
+    return DataError(
+        f"source {src.name!r}: cannot read {where}: {text}",
+        fix=f"check that the file is valid {src.file_format} (data.sources ({src.name}).format)",
+    )
+
+
+def _diagnose_csv(files: list[str]) -> tuple[str, str] | None:
+    """The first file and Arrow's own message for a csv that does not parse.
+
+    Ray Data replaces Arrow's parse error (which quotes the broken row) with a generic one, so on
+    that error path the files are parsed again here, one batch at a time, to find it.
+    """
+    import pyarrow.csv as pacsv
+
+    for file in files:
+        try:
+            with pacsv.open_csv(file) as reader:
+                for _ in reader:
+                    pass
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            return file, str(exc).strip().splitlines()[0]
+    return None
 
 
 def ingest(
@@ -311,14 +360,13 @@ def ingest(
     """
     chosen = [s for s in cfg.data.sources if sources is None or s.name in sources]
     if sources is not None and (unknown := set(sources) - {s.name for s in chosen}):
-        raise DataError(
-            f"unknown source(s) {sorted(unknown)}", fix=f"choose from {[s.name for s in cfg.data.sources]}"
-        )
-    for src in chosen:  # cheap checks first, so a missing file fails before any reading
+        raise DataError(f"unknown source(s) {sorted(unknown)}", fix=f"choose from {[s.name for s in cfg.data.sources]}")
+    for src in chosen:  # cheap checks first: a missing file fails before anything is read
         source_files(src)
+    opened = [_open(src) for src in chosen]  # then every schema, before any full read
     prepared = []
-    for src in chosen:
-        normalized, report = _prepare(cfg, src)
+    for o in opened:
+        normalized, report = _prepare(cfg, o)
         prepared.append((normalized, report))
         if on_done is not None:
             on_done(report)

@@ -95,7 +95,8 @@ def ensure_token(path: Path, *, create: bool = True) -> Path:
 def _quiet_ray(verbose: bool) -> None:
     level = logging.INFO if verbose else logging.ERROR
     # Ray Data re-reads its log level from this variable whenever it reconfigures its logger.
-    os.environ.setdefault("RAY_DATA_LOG_LEVEL", logging.getLevelName(level))
+    # Quiet means CRITICAL: a failed task's ERROR log repeats what raylane reports as an error.
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "INFO" if verbose else "CRITICAL")
     for name in ("ray", "ray.data", "ray.train", "ray.tune", "ray.serve"):
         logging.getLogger(name).setLevel(level)
     if not verbose:

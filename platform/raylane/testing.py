@@ -24,8 +24,17 @@ from raylane.config import ProjectConfig, load_config
 __all__ = ["RedisServer", "example_config_path", "example_project", "free_port", "ray_processes"]
 
 # Processes a Ray node runs; matched against the executable name and the command line.
-_RAY_PROCESS_NAMES = ("gcs_server", "raylet", "dashboard.py", "agent_manager", "log_monitor.py",
-                      "monitor.py", "runtime_env/agent/main.py", "dashboard/agent.py", "ray::")
+_RAY_PROCESS_NAMES = (
+    "gcs_server",
+    "raylet",
+    "dashboard.py",
+    "agent_manager",
+    "log_monitor.py",
+    "monitor.py",
+    "runtime_env/agent/main.py",
+    "dashboard/agent.py",
+    "ray::",
+)
 
 
 def example_config_path() -> Path:
@@ -88,8 +97,19 @@ class RedisServer:
 
     def __enter__(self) -> RedisServer:
         self.proc = subprocess.Popen(
-            [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
-             "--protected-mode", "yes"],
+            [
+                self.binary,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from raylane.config import ProjectConfig, config_schema, load_config
 from raylane.errors import ConfigError
 
@@ -24,10 +23,18 @@ def _minimal() -> dict[str, Any]:
         "project": "shop",
         "data": {
             "sources": [
-                {"name": "orders", "path": "raw/orders.parquet", "timestamp_column": "ts",
-                 "columns": {"user_id": "int64", "amount": "float64", "country": "string"}},
-                {"name": "labels", "path": "raw/labels.csv", "timestamp_column": "ts",
-                 "columns": {"user_id": "int64", "bought": "int64"}},
+                {
+                    "name": "orders",
+                    "path": "raw/orders.parquet",
+                    "timestamp_column": "ts",
+                    "columns": {"user_id": "int64", "amount": "float64", "country": "string"},
+                },
+                {
+                    "name": "labels",
+                    "path": "raw/labels.csv",
+                    "timestamp_column": "ts",
+                    "columns": {"user_id": "int64", "bought": "int64"},
+                },
             ],
             "labels": {"source": "labels", "column": "bought"},
         },
@@ -63,8 +70,9 @@ def test_overrides_and_env(tmp_path: Path) -> None:
     doc["description"] = "owner ${OWNER}"
     path = _write(tmp_path, doc)
     env = {"OWNER": "ana", "RAYLANE__TRAIN__EPOCHS": "4", "DATA_DIR": "/srv/data"}
-    cfg = load_config(path, ["train.learning_rate=0.5", "model.hidden_layers=[8, 4]", "data.sources.1.name=labels"],
-                      env=env)
+    cfg = load_config(
+        path, ["train.learning_rate=0.5", "model.hidden_layers=[8, 4]", "data.sources.1.name=labels"], env=env
+    )
     assert cfg.description == "owner ana"
     assert cfg.data.sources[0].path == Path("/srv/data/orders.parquet")
     assert cfg.train.epochs == 4
@@ -86,7 +94,7 @@ def test_resolved_config_round_trips(tmp_path: Path) -> None:
 
 
 def test_missing_file() -> None:
-    with pytest.raises(ConfigError, match="config file not found: nope.yaml") as info:
+    with pytest.raises(ConfigError, match=r"config file not found: nope\.yaml") as info:
         load_config("nope.yaml")
     assert info.value.fix and "configs/churn.yaml" in info.value.fix
     assert info.value.exit_code == 2

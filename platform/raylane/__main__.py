@@ -1,0 +1,5 @@
+"""``python -m raylane`` runs the CLI."""
+
+from raylane.cli import entrypoint
+
+entrypoint()
