@@ -17,7 +17,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -142,7 +141,8 @@ def config_validate(config: ConfigArg, set_: SetOpt = None) -> None:
     cfg = _load(config, set_)
     out.print(
         f"[green]✓[/] {config}: project [bold]{cfg.project}[/], {len(cfg.data.sources)} sources, "
-        f"{len(cfg.features.views)} feature views, {len(cfg.feature_dtypes())} features, task {cfg.model.task}"
+        f"{len(cfg.features.views)} feature views, {len(cfg.feature_dtypes())} features, task {cfg.model.task}",
+        soft_wrap=True,
     )
 
 
@@ -427,14 +427,18 @@ def main(argv: list[str] | None = None) -> int:
     state.debug = "--debug" in args or os.environ.get("RAYLANE_DEBUG") == "1"
     try:
         app(args=args, prog_name="raylane", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return int(exc.exit_code or 0)
-    except click.ClickException as exc:
-        exc.show(file=sys.stderr)
-        return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         err.print("aborted")
         return 130
+    except typer.TyperException as exc:  # usage errors: unknown command, bad option…
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show(file=sys.stderr)
+        else:
+            err.print(str(exc))
+        return int(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130

@@ -407,10 +407,13 @@ class FileOfflineStore(_Model):
 
 
 class RayOfflineStore(_Model):
-    """Feast's Ray offline store, run on raylane's Ray cluster."""
+    """Feast's Ray offline store, run on raylane's Ray cluster.
+
+    Materialization uses Feast's local compute engine over it: Feast 0.67's Ray compute engine
+    (``batch_engine: ray.engine``) finished without writing any row to the online store here.
+    """
 
     type: Literal["ray"] = Field(description="Feast's Ray offline store.")
-    max_workers: int | None = Field(None, ge=1, description="Parallelism of Feast's Ray compute engine.")
 
 
 class SqliteOnlineStore(_Model):

@@ -1,0 +1,84 @@
+"""The CLI without Ray: help, config commands, and how errors are reported."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from raylane.cli import main
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "churn.yaml"
+
+
+def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_help_lists_the_command_groups() -> None:
+    result = subprocess.run([sys.executable, "-m", "raylane", "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    for group in ("config", "features", "demo"):
+        assert group in result.stdout
+
+
+def test_config_validate_and_show(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "config", "validate", str(EXAMPLE))
+    assert code == 0 and "project churn" in out and "10 features" in out
+    code, out, _ = _run(capsys, "config", "show", str(EXAMPLE), "--set", "train.epochs=2")
+    shown = yaml.safe_load(out)
+    assert code == 0 and shown["train"]["epochs"] == 2 and shown["serve"]["max_ongoing_requests"] == 64
+
+
+def test_config_schema_is_json_schema(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, _ = _run(capsys, "config", "schema")
+    schema = json.loads(out)
+    assert code == 0 and schema["title"] == "raylane project config" and "train" in schema["properties"]
+    target = tmp_path / "schema.json"
+    assert _run(capsys, "config", "schema", "--out", str(target))[0] == 0
+    assert json.loads(target.read_text()) == schema
+
+
+@pytest.mark.parametrize(
+    ("doc", "says"),
+    [
+        (None, "config file not found"),
+        ("project: churn\nbogus: 1\n", "bogus: unknown field"),
+        (EXAMPLE.read_text().replace("epochs: 8", "epochs: eight"), "train.epochs"),
+    ],
+)
+def test_config_errors_exit_2_without_traceback(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, doc: str | None, says: str
+) -> None:
+    path = tmp_path / "p.yaml"
+    if doc is not None:
+        path.write_text(doc)
+    code, out, err = _run(capsys, "config", "validate", str(path))
+    assert code == 2
+    assert says in err and "fix:" in err
+    assert "Traceback" not in err + out
+
+
+def test_debug_shows_the_traceback(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = _run(capsys, "--debug", "config", "validate", str(tmp_path / "missing.yaml"))
+    assert code == 2 and "Traceback" in err
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "features", "frobnicate")
+    assert code == 2 and "No such command" in err
+
+
+def test_demo_data_is_deterministic(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        assert _run(capsys, "demo", "data", "--size", "tiny", "--out", str(tmp_path / name))[0] == 0
+    for file in ("profiles.parquet", "activity.parquet", "labels.csv"):
+        assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes(), file
+    code, _, err = _run(capsys, "demo", "data", "--size", "huge", "--out", str(tmp_path / "c"))
+    assert code == 2 and "tiny, small, medium, large" in err
