@@ -1,0 +1,169 @@
+"""Preprocessing for tabular features, fitted on the training split only and saved with the model.
+
+- numeric columns: standardized with the training mean and standard deviation; a missing value
+  becomes the training mean (0 after scaling) and sets a per-column missing indicator;
+- categorical (string, bool) columns: the ``max_categories`` most frequent training values get
+  indices 1…k; index 0 is the bucket for unseen values and nulls.
+
+At inference an unseen category goes to bucket 0 and an all-null column gives the training means
+with every missing indicator set: the model still predicts, from the other columns.
+
+The fitted state is plain JSON (`Preprocessor.to_json`), so loading a model never unpickles.
+Fitting is one Ray Data pass of mergeable per-block statistics; the transform is a pure function of
+a pandas frame, used by Ray Data in training and by serving alike.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from raylane.config import ColumnType
+
+__all__ = ["Preprocessor", "fit_preprocessor"]
+
+NUMERIC: tuple[ColumnType, ...] = ("int64", "float64")
+
+
+@dataclass
+class Preprocessor:
+    """Fitted preprocessing state. Build it with `fit_preprocessor`."""
+
+    numeric: list[str]
+    categorical: list[str]
+    mean: dict[str, float]
+    std: dict[str, float]
+    vocab: dict[str, list[str]]
+    label: str
+    task: str
+    classes: list[Any] = field(default_factory=list)
+    target_mean: float = 0.0
+    target_std: float = 1.0
+
+    @property
+    def num_width(self) -> int:
+        """Width of the numeric input: the scaled values, then their missing indicators."""
+        return 2 * len(self.numeric)
+
+    @property
+    def cardinalities(self) -> list[int]:
+        """Embedding sizes per categorical column (bucket 0 included)."""
+        return [len(self.vocab[c]) + 1 for c in self.categorical]
+
+    def transform(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Model inputs from a frame with the feature columns: ``x_num`` (float32) and ``x_cat`` (int64)."""
+        n = len(frame)
+        x_num = np.zeros((n, self.num_width), dtype=np.float32)
+        for i, col in enumerate(self.numeric):
+            values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            missing = ~np.isfinite(values)
+            x_num[:, i] = np.where(missing, 0.0, (values - self.mean[col]) / self.std[col])
+            x_num[:, len(self.numeric) + i] = missing
+        x_cat = np.zeros((n, len(self.categorical)), dtype=np.int64)
+        for i, col in enumerate(self.categorical):
+            index = {v: j + 1 for j, v in enumerate(self.vocab[col])}
+            x_cat[:, i] = [index.get(_key(v), 0) for v in frame[col].tolist()]
+        return {"x_num": x_num, "x_cat": x_cat}
+
+    def encode_target(self, values: pd.Series) -> np.ndarray:
+        """The label as the model's training target."""
+        if self.task == "regression":
+            return ((values.to_numpy(dtype=np.float64) - self.target_mean) / self.target_std).astype(np.float32)
+        if self.task == "binary":
+            return values.to_numpy(dtype=np.float32)
+        # A class the training split never saw gets -100, which the loss and metrics ignore.
+        index = {str(c): i for i, c in enumerate(self.classes)}
+        return np.array([index.get(str(v), -100) for v in values.tolist()], dtype=np.int64)
+
+    def batch(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Inputs and target for a training batch (a Ray Data ``map_batches`` function)."""
+        out = self.transform(frame)
+        out["y"] = self.encode_target(frame[self.label])
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Preprocessor:
+        return cls(**json.loads(text))
+
+
+def _key(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return str(value)
+
+
+def _block_stats(
+    frame: pd.DataFrame, numeric: list[str], categorical: list[str], label: str, task: str
+) -> pd.DataFrame:
+    """Mergeable statistics of one block, as a one-row frame holding a JSON document."""
+    doc: dict[str, Any] = {"n": len(frame), "num": {}, "cat": {}, "label": {}}
+    for col in numeric:
+        v = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        v = v[np.isfinite(v)]
+        doc["num"][col] = [int(v.size), float(v.sum()), float((v * v).sum())]
+    for col in categorical:
+        counts = frame[col].dropna().astype(str).value_counts()
+        doc["cat"][col] = {str(k): int(c) for k, c in counts.items()}
+    y = frame[label]
+    if task == "regression":
+        v = y.to_numpy(dtype=np.float64)
+        doc["label"] = {"sum": float(v.sum()), "sq": float((v * v).sum()), "n": int(v.size)}
+    else:
+        doc["label"] = {"classes": sorted({str(c) if task == "multiclass" else c for c in y.dropna().tolist()})}
+    return pd.DataFrame({"stats": [json.dumps(doc)]})
+
+
+def fit_preprocessor(
+    ds: Any,
+    *,
+    dtypes: dict[str, ColumnType],
+    label: str,
+    task: str,
+    max_categories: int,
+) -> Preprocessor:
+    """Fit on a Ray Dataset (the training split) in one pass."""
+    numeric = [c for c, t in dtypes.items() if t in NUMERIC]
+    categorical = [c for c, t in dtypes.items() if t not in NUMERIC and t != "timestamp"]
+    parts = ds.map_batches(
+        _block_stats,
+        batch_format="pandas",
+        fn_kwargs={"numeric": numeric, "categorical": categorical, "label": label, "task": task},
+    ).take_all()
+    docs = [json.loads(p["stats"]) for p in parts]
+    mean: dict[str, float] = {}
+    std: dict[str, float] = {}
+    for col in numeric:
+        n = sum(d["num"][col][0] for d in docs)
+        s = sum(d["num"][col][1] for d in docs)
+        sq = sum(d["num"][col][2] for d in docs)
+        m = s / n if n else 0.0
+        var = max(sq / n - m * m, 0.0) if n else 0.0
+        mean[col], std[col] = m, (var**0.5 if var > 1e-12 else 1.0)
+    vocab: dict[str, list[str]] = {}
+    for col in categorical:
+        counts: dict[str, int] = {}
+        for d in docs:
+            for k, c in d["cat"][col].items():
+                counts[k] = counts.get(k, 0) + c
+        vocab[col] = [k for k, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:max_categories]]
+    pre = Preprocessor(
+        numeric=numeric, categorical=categorical, mean=mean, std=std, vocab=vocab, label=label, task=task
+    )
+    if task == "regression":
+        n = sum(d["label"]["n"] for d in docs)
+        s = sum(d["label"]["sum"] for d in docs)
+        sq = sum(d["label"]["sq"] for d in docs)
+        pre.target_mean = s / n
+        pre.target_std = max(sq / n - pre.target_mean**2, 1e-12) ** 0.5
+    elif task == "multiclass":
+        pre.classes = sorted({c for d in docs for c in d["label"]["classes"]})
+    else:
+        pre.classes = [0, 1]
+    return pre

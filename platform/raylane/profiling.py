@@ -1,0 +1,38 @@
+"""whylogs profiles, with the one workaround whylogs 1.6 needs under numpy 2.
+
+whylogs 1.6 fails on pandas ``string`` and ``datetime64`` columns (``np.unicode_`` was removed in
+numpy 2). `profile` converts those columns first: strings to ``object``, times to int64 epoch
+microseconds. Every profile in raylane goes through here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["profile", "whylogs_safe"]
+
+
+def whylogs_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``frame`` whose dtypes whylogs 1.6 accepts under numpy 2."""
+    out: dict[str, Any] = {}
+    for name in frame.columns:
+        col = frame[name]
+        if pd.api.types.is_datetime64_any_dtype(col):
+            out[name] = pd.to_datetime(col, utc=True).astype("int64") // 1000
+        elif pd.api.types.is_string_dtype(col) or isinstance(col.dtype, pd.ArrowDtype):
+            if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+                out[name] = col.astype("float64") if pd.api.types.is_numeric_dtype(col) else col.astype(object)
+            else:
+                out[name] = col.astype(object).where(col.notna(), None)
+        else:
+            out[name] = col
+    return pd.DataFrame(out, index=frame.index)
+
+
+def profile(frame: pd.DataFrame) -> Any:
+    """A whylogs ``DatasetProfileView`` of ``frame``."""
+    import whylogs as why
+
+    return why.log(whylogs_safe(frame)).view()

@@ -1,0 +1,218 @@
+"""The model registry: MLflow registered models with aliases ``champion`` and ``challenger``.
+
+One registered model per project. Every trained model becomes a version with alias
+``challenger``; the promotion gate compares it with the champion on the same holdout and moves
+``champion`` only when it passes (or, for the first model, when it clears the configured floor).
+The decision, its reason and both metrics are recorded as version tags, whether it passed, failed
+or errored; aliases move only after the decision was made. ``rollback`` moves ``champion`` back
+along the history kept in the registered model's ``champion_history`` tag.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from raylane.bundle import ModelBundle
+from raylane.config import ProjectConfig
+from raylane.errors import UserError
+
+__all__ = ["GateDecision", "Registry", "RegistryError"]
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+_HISTORY = "champion_history"
+
+
+class RegistryError(UserError):
+    """A registry request that cannot be done: unknown model, version or alias, nothing to roll back."""
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """The outcome of the promotion gate for one challenger."""
+
+    version: str
+    passed: bool
+    metric: str
+    challenger: float
+    champion: float | None
+    champion_version: str | None
+    reason: str
+
+
+class Registry:
+    """The project's registered model, through an explicit `MlflowClient`."""
+
+    def __init__(self, cfg: ProjectConfig) -> None:
+        from mlflow import MlflowClient
+
+        self.cfg = cfg
+        self.name = cfg.model_name
+        self.client = MlflowClient(tracking_uri=cfg.mlflow_tracking_uri, registry_uri=cfg.mlflow_tracking_uri)
+
+    # ----- reading
+
+    def version(self, ref: str) -> Any:
+        """A model version by ``N``, ``@alias``, ``name/N`` or ``name@alias``."""
+        from mlflow.exceptions import MlflowException
+
+        name, _, rest = ref.rpartition("@") if "@" in ref else ref.rpartition("/")
+        name = name or self.name
+        try:
+            if "@" in ref:
+                return self.client.get_model_version_by_alias(name, rest)
+            return self.client.get_model_version(name, rest)
+        except MlflowException as exc:
+            raise RegistryError(
+                f"no model version {ref!r} in registered model {name!r}",
+                fix="`raylane registry list CONFIG` shows the versions and aliases",
+            ) from exc
+
+    def champion(self) -> Any | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_model_version_by_alias(self.name, CHAMPION)
+        except MlflowException:
+            return None
+
+    def versions(self) -> list[Any]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self.client.search_model_versions(f"name = '{self.name}'")
+        except MlflowException:
+            return []
+        return sorted(found, key=lambda v: int(v.version))
+
+    def aliases(self) -> dict[str, str]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return dict(self.client.get_registered_model(self.name).aliases)
+        except MlflowException:
+            return {}
+
+    def load_bundle(self, version: str) -> ModelBundle:
+        """Download a version's bundle and load it (no unpickling)."""
+        import mlflow
+
+        with tempfile.TemporaryDirectory(prefix="raylane-model-") as tmp:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{self.name}/{version}", dst_path=tmp, tracking_uri=self.cfg.mlflow_tracking_uri
+            )
+            return ModelBundle.load(Path(local) / "artifacts" / "bundle")
+
+    # ----- writing
+
+    def register(self, model_uri: str, run_id: str, tags: dict[str, str]) -> str:
+        """A new version with alias ``challenger``; returns its number."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_registered_model(self.name)
+        except MlflowException:
+            self.client.create_registered_model(self.name, description=f"raylane project {self.cfg.project}")
+        mv = self.client.create_model_version(self.name, model_uri, run_id=run_id, tags=tags)
+        self.client.set_registered_model_alias(self.name, CHALLENGER, mv.version)
+        return str(mv.version)
+
+    def gate(self, version: str, holdout: pd.DataFrame, challenger_metrics: dict[str, float]) -> GateDecision:
+        """Decide whether ``version`` may become champion; records the decision, moves no alias."""
+        from raylane.model import metrics, primary_metric
+
+        promo = self.cfg.registry.promotion
+        metric, mode = primary_metric(self.cfg.model.task, promo.metric)
+        if metric not in challenger_metrics:
+            raise RegistryError(
+                f"registry.promotion.metric {metric!r} is not a {self.cfg.model.task} metric",
+                fix=f"use one of {sorted(challenger_metrics)}",
+            )
+        ours = challenger_metrics[metric]
+        current = self.champion()
+        if current is None:
+            if promo.floor is None or _better_or_equal(ours, promo.floor, mode):
+                reason = f"first model; {metric} {ours:.4f}" + (
+                    f" clears the floor {promo.floor}" if promo.floor is not None else ""
+                )
+                return GateDecision(version, True, metric, ours, None, None, reason)
+            return GateDecision(
+                version,
+                False,
+                metric,
+                ours,
+                None,
+                None,
+                f"first model; {metric} {ours:.4f} misses the floor {promo.floor}",
+            )
+        bundle = self.load_bundle(current.version)
+        theirs = metrics(self.cfg.model.task, bundle.target(holdout), bundle.predict(holdout))[metric]
+        margin = promo.min_improvement
+        target = theirs + margin if mode == "max" else theirs - margin
+        passed = _better_or_equal(ours, target, mode) and not math.isnan(ours)
+        verb = "beats" if passed else "does not beat"
+        reason = (
+            f"{metric} {ours:.4f} {verb} champion v{current.version}'s {theirs:.4f}"
+            f" by the margin {margin} on the same holdout ({len(holdout):,} rows)"
+        )
+        return GateDecision(version, passed, metric, ours, theirs, str(current.version), reason)
+
+    def record(self, decision: GateDecision | None, *, error: str | None = None, version: str | None = None) -> None:
+        """Write a gate decision (or the gate's error) as tags of the version."""
+        v = decision.version if decision else version
+        assert v is not None
+        tags = (
+            {"gate.decision": "error", "gate.reason": error or "unknown error"}
+            if decision is None
+            else {
+                "gate.decision": "passed" if decision.passed else "failed",
+                "gate.reason": decision.reason,
+                "gate.metric": decision.metric,
+                "gate.challenger": f"{decision.challenger:.6f}",
+                "gate.champion": "" if decision.champion is None else f"{decision.champion:.6f}",
+                "gate.champion_version": decision.champion_version or "",
+            }
+        )
+        for k, value in tags.items():
+            self.client.set_model_version_tag(self.name, v, k, value)
+
+    def promote(self, version: str, reason: str) -> None:
+        """Move ``champion`` to ``version`` and append it to the champion history."""
+        self.version(version)  # fail before moving anything
+        history = self._history()
+        self.client.set_registered_model_alias(self.name, CHAMPION, version)
+        history.append(str(version))
+        self.client.set_registered_model_tag(self.name, _HISTORY, json.dumps(history))
+        self.client.set_model_version_tag(self.name, version, "promoted", reason)
+
+    def rollback(self) -> tuple[str, str]:
+        """Move ``champion`` back to the previous champion; returns (from, to) versions."""
+        history = self._history()
+        current = self.champion()
+        if current is None or len(history) < 2:
+            raise RegistryError(
+                f"registered model {self.name!r} has no previous champion to roll back to",
+                fix="promote a version first: `raylane registry promote CONFIG VERSION`",
+            )
+        history.pop()
+        previous = history[-1]
+        self.client.set_registered_model_alias(self.name, CHAMPION, previous)
+        self.client.set_registered_model_tag(self.name, _HISTORY, json.dumps(history))
+        self.client.set_model_version_tag(
+            self.name, str(current.version), "rolled_back", f"champion back to v{previous}"
+        )
+        return str(current.version), previous
+
+    def _history(self) -> list[str]:
+        tags = self.client.get_registered_model(self.name).tags
+        return list(json.loads(tags.get(_HISTORY, "[]")))
+
+
+def _better_or_equal(value: float, target: float, mode: str) -> bool:
+    return value >= target if mode == "max" else value <= target
