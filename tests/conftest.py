@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from raylane.testing import ray_processes
 
 _before: dict[int, str] = {}

@@ -82,6 +82,13 @@ Duration = Annotated[timedelta, BeforeValidator(_parse_duration)]
 
 ColumnType = Literal["int64", "float64", "string", "bool", "timestamp"]
 
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "binary": ("roc_auc", "log_loss", "accuracy"),
+    "multiclass": ("macro_f1", "accuracy", "log_loss"),
+    "regression": ("rmse", "mae"),
+}
+"""Holdout metrics per task; the first is the default for early stopping and the gate."""
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
@@ -499,6 +506,12 @@ class ProjectConfig(_Model):
                     f"data.sources.{i} ({s.name}): list the timestamp column `{s.timestamp_column}`"
                     " in `timestamp_column` only, not in `columns`"
                 )
+        metric = self.registry.promotion.metric
+        if metric is not None and metric not in TASK_METRICS[self.model.task]:
+            raise ValueError(
+                f"registry.promotion.metric: {metric!r} is not a {self.model.task} metric;"
+                f" one of {list(TASK_METRICS[self.model.task])}"
+            )
         labels = self.data.labels
         if labels.source not in names:
             raise ValueError(f"data.labels.source: unknown source {labels.source!r}; one of {names}")

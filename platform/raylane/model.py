@@ -12,14 +12,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from raylane.config import ModelConfig
+from raylane.config import TASK_METRICS, ModelConfig
 
 __all__ = ["TabularMLP", "build_model", "loss_fn", "metrics", "predict_output", "primary_metric"]
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
-# The metric a task is judged by when the config names none, and whether larger is better.
-_PRIMARY = {"binary": ("roc_auc", "max"), "multiclass": ("macro_f1", "max"), "regression": ("rmse", "min")}
+_LOWER_IS_BETTER = ("rmse", "mae", "log_loss")
 
 
 class TabularMLP(nn.Module):
@@ -93,9 +92,8 @@ def predict_output(task: str, logits: torch.Tensor) -> torch.Tensor:
 
 def primary_metric(task: str, configured: str | None = None) -> tuple[str, str]:
     """The metric used for early stopping and the gate, and ``max`` or ``min``."""
-    if configured is None:
-        return _PRIMARY[task]
-    return configured, "min" if configured in ("rmse", "mae", "log_loss") else "max"
+    metric = configured or TASK_METRICS[task][0]
+    return metric, "min" if metric in _LOWER_IS_BETTER else "max"
 
 
 def metrics(task: str, y: np.ndarray, pred: np.ndarray) -> dict[str, float]:

@@ -95,7 +95,7 @@ class Registry:
         from mlflow.exceptions import MlflowException
 
         try:
-            return dict(self.client.get_registered_model(self.name).aliases)
+            return {k: str(v) for k, v in self.client.get_registered_model(self.name).aliases.items()}
         except MlflowException:
             return {}
 

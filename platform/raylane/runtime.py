@@ -99,7 +99,11 @@ def _quiet_ray(verbose: bool) -> None:
     os.environ.setdefault("RAY_DATA_LOG_LEVEL", "INFO" if verbose else "CRITICAL")
     for name in ("ray", "ray.data", "ray.train", "ray.tune", "ray.serve"):
         logging.getLogger(name).setLevel(level)
+    logging.getLogger("mlflow").setLevel(logging.INFO if verbose else logging.ERROR)
     if not verbose:
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        warnings.filterwarnings("ignore", module=r"mlflow(\.|$)")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"sqlalchemy(\.|$)")
         # Ray Data's own progress bars and start banners; raylane shows its own progress.
         import ray.data
 

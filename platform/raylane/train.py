@@ -232,6 +232,28 @@ def _split(cfg: ProjectConfig, ds: Any) -> tuple[Any, Any]:
     return train, val
 
 
+def ensure_experiment(cfg: ProjectConfig) -> Any:
+    """The project's MLflow experiment; with the embedded SQLite store its artifacts live under the
+    storage root (MLflow's default would be ``./mlruns`` in whatever folder the process runs in)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(cfg.mlflow_tracking_uri)
+    mlflow.set_registry_uri(cfg.mlflow_tracking_uri)
+    if mlflow.get_experiment_by_name(cfg.mlflow_experiment) is None:
+        location = (cfg.storage_root / "mlartifacts").as_uri() if cfg.backends.mlflow.tracking_uri is None else None
+        mlflow.create_experiment(cfg.mlflow_experiment, artifact_location=location)
+    return mlflow.set_experiment(cfg.mlflow_experiment)
+
+
+def holdout_frame(cfg: ProjectConfig) -> pd.DataFrame:
+    """The current holdout (raw features and label), split exactly as training splits it."""
+    import ray
+
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
+    _, val = _split(cfg, FeatureRepo(cfg).training_set().materialize())
+    return val.to_pandas()
+
+
 def train(
     cfg: ProjectConfig,
     *,
@@ -286,9 +308,7 @@ def train(
     val_ds = val_raw.map_batches(pre.batch, batch_format="pandas").materialize()
     metric, mode = primary_metric(cfg.model.task, cfg.registry.promotion.metric)
 
-    mlflow.set_tracking_uri(cfg.mlflow_tracking_uri)
-    mlflow.set_registry_uri(cfg.mlflow_tracking_uri)
-    experiment = mlflow.set_experiment(cfg.mlflow_experiment)
+    experiment = ensure_experiment(cfg)
     name = run_name or f"{cfg.project}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=name) as run:
         run_id = run.info.run_id
@@ -432,3 +452,57 @@ def _flat_params(cfg: ProjectConfig) -> dict[str, Any]:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[-1][:300] if text else type(exc).__name__
+
+
+# --------------------------------------------------------------------------- reproduction
+
+REPRODUCE_TOLERANCE = 0.01
+"""Largest absolute difference of a holdout metric for a retrained model to count as reproduced."""
+
+
+@dataclass
+class Reproduction:
+    """A retraining from a registered version's recorded config, compared with the record."""
+
+    ref: str
+    recorded: dict[str, float]
+    retrained: dict[str, float]
+    lineage_then: dict[str, str]
+    lineage_now: dict[str, str]
+
+    @property
+    def same_data(self) -> bool:
+        return self.lineage_then.get("data_hash") == self.lineage_now.get("data_hash")
+
+    @property
+    def same_code(self) -> bool:
+        return self.lineage_then.get("git_sha") == self.lineage_now.get("git_sha")
+
+    @property
+    def matches(self) -> bool:
+        return all(
+            abs(self.recorded[k] - self.retrained.get(k, float("nan"))) <= REPRODUCE_TOLERANCE for k in self.recorded
+        )
+
+
+def recorded_config(cfg: ProjectConfig, ref: str) -> tuple[ProjectConfig, Any, Any]:
+    """The exact config a registered version was trained with, its version and its MLflow run."""
+    import mlflow
+
+    reg = Registry(cfg)
+    mv = reg.version(ref)
+    run = reg.client.get_run(mv.run_id)
+    doc = mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/config/project.json")
+    return ProjectConfig.model_validate(doc), mv, run
+
+
+def reproduce(cfg: ProjectConfig, ref: str, *, step: Callable[[str], object] = lambda _: None) -> Reproduction:
+    """Retrain ``ref`` from its recorded config (same seed, same data window) without registering."""
+    import mlflow
+
+    mlflow.set_tracking_uri(cfg.mlflow_tracking_uri)
+    then_cfg, mv, run = recorded_config(cfg, ref)
+    recorded = {k.removeprefix("holdout_"): v for k, v in run.data.metrics.items() if k.startswith("holdout_")}
+    then = {k.removeprefix("raylane."): v for k, v in run.data.tags.items() if k.startswith("raylane.")}
+    result = train(then_cfg, register=False, step=step, extra_tags={"raylane.reproduces": f"{mv.name}/{mv.version}"})
+    return Reproduction(f"{mv.name}/{mv.version}", recorded, result.metrics, then, result.lineage)

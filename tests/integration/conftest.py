@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from raylane.config import ProjectConfig
 from raylane.features import FeatureRepo
 from raylane.ingest import ingest

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from raylane.config import ProjectConfig
 from raylane.features import FeatureRepo
 from raylane.ingest import ingest

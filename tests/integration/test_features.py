@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as pads
 import pytest
+
 from raylane.config import ProjectConfig
 from raylane.features import FeatureRepo
 from raylane.ingest import ingest, offline_path

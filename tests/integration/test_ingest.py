@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from raylane.cli import main
 from raylane.config import ProjectConfig
 from raylane.ingest import offline_path

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from raylane.cli import main
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "churn.yaml"

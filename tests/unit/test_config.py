@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from raylane.config import ProjectConfig, config_schema, load_config
 from raylane.errors import ConfigError
 

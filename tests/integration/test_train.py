@@ -1,0 +1,219 @@
+"""Training on Ray Train with MLflow tracking and the registry gate, on real Ray, MLflow and Feast."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from raylane.config import ProjectConfig
+from raylane.errors import ClusterError, RaylaneError
+from raylane.features import FeatureRepo
+from raylane.ingest import ingest
+from raylane.registry import Registry
+from raylane.testing import example_project
+from raylane.train import reproduce, train
+
+FAST = ["train.epochs=6", "train.batch_size=128", "train.learning_rate=0.01"]
+
+
+def _project(root: Path, overrides: list[str] | None = None, **spec: object) -> ProjectConfig:
+    cfg = example_project(root, overrides=[*FAST, *(overrides or [])], **spec)
+    ingest(cfg)
+    FeatureRepo(cfg).apply()
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def trained(ray_runtime: object, tmp_path_factory: pytest.TempPathFactory) -> tuple[ProjectConfig, object]:
+    """The binary churn model, trained and promoted once (version 1)."""
+    cfg = _project(tmp_path_factory.mktemp("train"), size="small", customers=800, labels=6000)
+    return cfg, train(cfg)
+
+
+def test_binary_beats_the_trivial_baseline_and_is_promoted(trained: tuple[ProjectConfig, object]) -> None:
+    cfg, result = trained
+    assert result.metrics["roc_auc"] > 0.75  # a majority-class predictor has 0.5
+    assert result.version == "1" and result.promoted
+    reg = Registry(cfg)
+    assert reg.aliases() == {"champion": "1", "challenger": "1"}
+    tags = reg.version("1").tags
+    for key in ("git_sha", "git_dirty", "config_hash", "data_hash", "data_rows", "data_views", "ray_job_id"):
+        assert tags[key], key
+    assert tags["gate.decision"] == "passed"
+
+
+def test_mlflow_run_has_params_epoch_metrics_config_and_profiles(trained: tuple[ProjectConfig, object]) -> None:
+    from mlflow import MlflowClient
+
+    cfg, result = trained
+    client = MlflowClient(cfg.mlflow_tracking_uri)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.epochs"] == "6"
+    history = client.get_metric_history(result.run_id, "val_roc_auc")
+    assert [m.step for m in history] == list(range(result.epochs))
+    artifacts = {a.path for a in client.list_artifacts(result.run_id, "config")}
+    assert {"config/project.json", "config/project.yaml"} <= artifacts
+    assert [a.path for a in client.list_artifacts(result.run_id, "monitoring")] == ["monitoring/reference_profile.bin"]
+
+
+def test_the_registered_model_loads_without_pickle_and_predicts_like_training(
+    trained: tuple[ProjectConfig, object],
+) -> None:
+    import mlflow
+
+    cfg, _ = trained
+    bundle = Registry(cfg).load_bundle("1")
+    frame = FeatureRepo(cfg).training_set().to_pandas().head(50)
+    ours = bundle.predict(frame[list(cfg.feature_dtypes())])
+    mlflow.set_tracking_uri(cfg.mlflow_tracking_uri)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{cfg.model_name}@champion")
+    np.testing.assert_allclose(pyfunc.predict(frame[list(cfg.feature_dtypes())]).to_numpy(), ours, rtol=1e-6)
+    # unseen categories and an all-null column still give predictions (bucket 0, training means)
+    odd = frame[list(cfg.feature_dtypes())].copy()
+    odd["plan"] = "platinum-unseen"
+    odd["monthly_charges"] = None
+    pred = bundle.predict(odd)
+    assert np.isfinite(pred).all() and ((pred >= 0) & (pred <= 1)).all()
+
+
+def test_a_worse_challenger_never_becomes_champion_and_rollback_works(
+    trained: tuple[ProjectConfig, object], tmp_path: Path
+) -> None:
+    cfg, _ = trained
+    worse = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 1, "learning_rate": 1e-6})})
+    result = train(worse)
+    reg = Registry(cfg)
+    assert not result.promoted and result.decision is not None and not result.decision.passed
+    assert reg.aliases()["champion"] == "1" and reg.aliases()["challenger"] == result.version
+    assert reg.version(result.version).tags["gate.decision"] == "failed"
+    reg.promote(result.version, "by hand, for the rollback test")
+    assert reg.aliases()["champion"] == result.version
+    assert reg.rollback() == (result.version, "1")
+    assert reg.aliases()["champion"] == "1"
+
+
+def test_a_gate_that_errors_moves_nothing(trained: tuple[ProjectConfig, object]) -> None:
+    """The champion's model files are unreadable: the gate cannot evaluate it and errors."""
+    from urllib.parse import urlparse
+
+    cfg, _ = trained
+    reg = Registry(cfg)
+    champion = reg.champion()
+    model_id = champion.source.removeprefix("models:/")
+    files = Path(urlparse(reg.client.get_logged_model(model_id).artifact_location).path)
+    hidden = files.with_name(files.name + ".hidden")
+    files.rename(hidden)
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - whatever MLflow raises for missing files
+            train(cfg)
+    finally:
+        hidden.rename(files)
+    newest = reg.versions()[-1]
+    assert reg.aliases()["champion"] == str(champion.version)
+    assert reg.aliases()["challenger"] == str(newest.version)
+    assert newest.tags["gate.decision"] == "error"
+
+
+def test_reproduce_a_registered_version(trained: tuple[ProjectConfig, object]) -> None:
+    cfg, _ = trained
+    rep = reproduce(cfg, "1")
+    assert rep.same_data and rep.matches, (rep.recorded, rep.retrained)
+
+
+def test_use_gpu_without_a_gpu_fails_fast(trained: tuple[ProjectConfig, object]) -> None:
+    cfg, _ = trained
+    gpu = cfg.model_copy(update={"train": cfg.train.model_copy(update={"use_gpu": True})})
+    started = time.monotonic()
+    with pytest.raises(ClusterError, match="use_gpu"):
+        train(gpu)
+    assert time.monotonic() - started < 30
+
+
+def _labels_from_features(cfg: ProjectConfig, kind: str) -> None:
+    """Replace the label table with a multiclass or regression target computed from the
+    point-in-time features (plus noise), so the label is learnable from them."""
+    frame = FeatureRepo(cfg).training_set().to_pandas()
+    rng = np.random.default_rng(0)
+    score = (
+        0.05 * frame["sessions_7d"].fillna(10).to_numpy(dtype=float)
+        - 0.3 * frame["support_tickets_30d"].fillna(0).to_numpy(dtype=float)
+        + 0.5 * (frame["plan"] == "premium").to_numpy(dtype=float)
+        + rng.normal(0, 0.15, len(frame))
+    )
+    target = np.digitize(score, np.quantile(score, [1 / 3, 2 / 3])) if kind == "multiclass" else 10 * score
+    labels = pd.DataFrame(
+        {"customer_id": frame["customer_id"], "label_timestamp": frame["label_timestamp"], "target": target}
+    )
+    path = cfg.data.source("labels").path
+    labels.to_csv(path, index=False, date_format="%Y-%m-%dT%H:%M:%S%z")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+def test_other_tasks_beat_their_baselines(ray_runtime: object, tmp_path: Path, task: str) -> None:
+    dtype = "int64" if task == "multiclass" else "float64"
+    overrides = [
+        f"model.task={task}",
+        "data.labels.column=target",
+        f"data.sources.2.columns={{customer_id: int64, target: {dtype}}}",
+    ]
+    base = _project(tmp_path)
+    _labels_from_features(base, task)
+    cfg = _project(tmp_path, overrides=overrides)  # same data folder, new labels
+    result = train(cfg, register=False)
+    holdout = FeatureRepo(cfg).labels()["target"]
+    if task == "multiclass":
+        majority = holdout.value_counts(normalize=True).max()
+        assert result.metrics["accuracy"] > majority + 0.1, result.metrics
+    else:
+        baseline_rmse = float(holdout.std())
+        assert result.metrics["rmse"] < 0.8 * baseline_rmse, (result.metrics, baseline_rmse)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_resumes_from_a_checkpoint(trained: tuple[ProjectConfig, object], tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    cfg, _ = trained
+    marker = tmp_path / "crashed"
+    result = train(cfg, register=False, _faults={"epoch": 2, "marker": str(marker)})
+    assert marker.exists()  # the worker did die
+    history = MlflowClient(cfg.mlflow_tracking_uri).get_metric_history(result.run_id, "resumed_from")
+    assert max(m.value for m in history) >= 0  # a later epoch ran after restoring a checkpoint
+    assert result.metrics["roc_auc"] > 0.7
+
+
+@pytest.mark.slow
+def test_a_killed_worker_without_retries_is_a_clear_error(
+    trained: tuple[ProjectConfig, object], tmp_path: Path
+) -> None:
+    cfg, _ = trained
+    strict = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_failures": 0})})
+    with pytest.raises(RaylaneError, match="training failed"):
+        train(strict, register=False, _faults={"epoch": 1, "marker": str(tmp_path / "crashed")})
+
+
+@pytest.mark.slow
+def test_two_workers_match_one(trained: tuple[ProjectConfig, object]) -> None:
+    cfg, one = trained
+    two_cfg = cfg.model_copy(
+        update={"train": cfg.train.model_copy(update={"num_workers": 2, "resources_per_worker": {"CPU": 0.5}})}
+    )
+    two = train(two_cfg, register=False)
+    assert abs(two.metrics["roc_auc"] - one.metrics["roc_auc"]) < 0.03, (one.metrics, two.metrics)
+
+
+@pytest.mark.gpu
+def test_training_on_a_gpu(trained: tuple[ProjectConfig, object]) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no NVIDIA GPU visible")
+    cfg, _ = trained
+    gpu = cfg.model_copy(update={"train": cfg.train.model_copy(update={"use_gpu": True})})
+    assert train(gpu, register=False).metrics["roc_auc"] > 0.75
