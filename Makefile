@@ -37,6 +37,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/features.py
+	$(BIN)/python benchmarks/train.py
 
 clean:
 	rm -rf .raylane data .pytest_cache .mypy_cache .ruff_cache

@@ -599,7 +599,7 @@ def demo_run(
     set_: SetOpt = None,
     size: Annotated[str, typer.Option(help="Data size to generate.")] = "small",
 ) -> None:
-    """Run the whole loop on the example: data → ingest → apply → materialize → training set → online."""
+    """Run the whole loop on the example: data → ingest → features → train → registry gate."""
     from raylane.demo import run_demo
 
     cfg = _load(config, set_)

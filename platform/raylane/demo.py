@@ -1,7 +1,8 @@
 """The demo loop on the example project, step by step (``raylane demo run``, ``make demo``).
 
 It runs every stage that exists on freshly generated churn data and returns one summary row per
-step. Needs Ray (the caller starts it, see `raylane.runtime`).
+step: data → ingestion → Feast (apply, materialize, training set, online lookup) → training on
+Ray Train with MLflow tracking → registry and promotion gate. Needs Ray (the caller starts it, see `raylane.runtime`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ Row = tuple[str, str, float]
 
 
 def run_demo(cfg: ProjectConfig, *, size: str = "small", step: Callable[[str], object] = print) -> list[Row]:
-    """Generate data, ingest, apply, materialize, build the training set, look up online features."""
+    """Generate data, ingest, apply, materialize, build the training set, look up online features,
+    then train, register and gate a model."""
     from raylane.examples.churn import SIZES, write
     from raylane.features import FeatureRepo
     from raylane.ingest import ingest
@@ -86,4 +88,14 @@ def run_demo(cfg: ProjectConfig, *, size: str = "small", step: Callable[[str], o
         return f"{len(keys)} entities in {ms:.1f} ms; {key}={keys[0]}: {first}"
 
     timed("online lookup", online)
+
+    def train_and_gate() -> str:
+        from raylane.train import train
+
+        result = train(cfg)
+        verdict = "promoted to champion" if result.promoted else "stays challenger"
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items())
+        return f"{cfg.model_name} v{result.version} ({result.epochs} epochs): {shown}; {verdict}"
+
+    timed("train → register → gate (Ray Train, MLflow)", train_and_gate)
     return rows

@@ -24,6 +24,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from raylane.config import ColumnType, ProjectConfig, SourceConfig
 from raylane.errors import DataError
@@ -84,6 +85,20 @@ def source_files(src: SourceConfig) -> list[str]:
             fix=f"put {src.file_format} files there or fix data.sources.path / format",
         )
     return files
+
+
+def _parquet_rows(src: SourceConfig, files: list[str]) -> int:
+    """Rows in the files' footers (no data read)."""
+    total = 0
+    for f in files:
+        try:
+            total += pq.ParquetFile(f).metadata.num_rows
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(
+                f"source {src.name!r}: {f} is not a readable parquet file: {exc}",
+                fix=f"replace the file, or set data.sources ({src.name}).format if it is csv",
+            ) from None
+    return total
 
 
 def _root_cause(exc: BaseException) -> BaseException:
@@ -189,6 +204,8 @@ def _open(src: SourceConfig) -> _Opened:
 
     files = source_files(src)
     where = files[0] if len(files) == 1 else f"{src.path} ({len(files)} files)"
+    if src.file_format == "parquet" and _parquet_rows(src, files) == 0:
+        raise DataError(f"source {src.name!r}: {where} has no rows", fix="the source must have at least one row")
     # Ray Data's default of ~200 read blocks costs seconds of scheduling on small sources;
     # aim at blocks of about 64 MB, and enough of them to keep every CPU busy on big ones.
     size = sum(os.path.getsize(f) for f in files)

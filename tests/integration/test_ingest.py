@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -15,7 +16,7 @@ import pytest
 from raylane.cli import main
 from raylane.config import ProjectConfig
 from raylane.ingest import offline_path
-from raylane.testing import example_config_path, ray_processes
+from raylane.testing import example_config_path, example_project, ray_processes
 
 
 def _run(cfg: ProjectConfig, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
@@ -26,10 +27,21 @@ def _run(cfg: ProjectConfig, capsys: pytest.CaptureFixture[str], *args: str) -> 
 
 @pytest.fixture
 def env(fresh_churn: ProjectConfig, monkeypatch: pytest.MonkeyPatch) -> ProjectConfig:
-    """Point the example config's ${CHURN_DATA} and ${RAYLANE_STORAGE} at the fresh project."""
+    """Point the example config's ${CHURN_DATA} and ${RAYLANE_STORAGE} at a fresh project."""
     monkeypatch.setenv("CHURN_DATA", str(fresh_churn.data.sources[0].path.parent))
     monkeypatch.setenv("RAYLANE_STORAGE", str(fresh_churn.storage_root))
     return fresh_churn
+
+
+@pytest.fixture(scope="module")
+def ingested(ray_runtime: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProjectConfig]:
+    """One project, ingested once; each test breaks a source and must leave the tables as they were."""
+    cfg = example_project(tmp_path_factory.mktemp("ingested"), size="tiny")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CHURN_DATA", str(cfg.data.sources[0].path.parent))
+        mp.setenv("RAYLANE_STORAGE", str(cfg.storage_root))
+        assert main(["features", "ingest", str(example_config_path())]) == 0
+        yield cfg
 
 
 def _snapshot(cfg: ProjectConfig) -> dict[str, tuple[int, int]]:
@@ -84,21 +96,31 @@ def _break(cfg: ProjectConfig, source: str, how: str) -> None:
     ],
 )
 def test_bad_source_is_a_clear_error_and_writes_nothing(
-    env: ProjectConfig, capsys: pytest.CaptureFixture[str], source: str, how: str, says: list[str]
+    ingested: ProjectConfig, capsys: pytest.CaptureFixture[str], source: str, how: str, says: list[str]
 ) -> None:
-    assert _run(env, capsys, "features", "ingest")[0] == 0
-    before = _snapshot(env)
-    raw = env.data.source(source).path
+    capsys.readouterr()
+    before = _snapshot(ingested)
+    raw = ingested.data.source(source).path
     good = raw.read_bytes()
-    _break(env, source, how)
-    code, text = _run(env, capsys, "features", "ingest")
+    _break(ingested, source, how)
+    try:
+        code, text = _run(ingested, capsys, "features", "ingest")
+    finally:
+        raw.write_bytes(good)
     assert code == 2, text
     assert "Traceback" not in text
     for fragment in says:
         assert fragment in text, (fragment, text)
-    assert _snapshot(env) == before  # no source was rewritten, not even the good ones
+    assert _snapshot(ingested) == before  # no source was rewritten, not even the good ones
+
+
+def test_rerunning_after_a_fix_works(ingested: ProjectConfig, capsys: pytest.CaptureFixture[str]) -> None:
+    raw = ingested.data.source("labels").path
+    good = raw.read_bytes()
+    _break(ingested, "labels", "broken_row")
+    assert _run(ingested, capsys, "features", "ingest")[0] == 2
     raw.write_bytes(good)
-    code, text = _run(env, capsys, "features", "ingest")
+    code, text = _run(ingested, capsys, "features", "ingest")
     assert code == 0, text
 
 

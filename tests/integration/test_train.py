@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raylane.config import ProjectConfig
+from raylane.config import ProjectConfig, load_config
 from raylane.errors import ClusterError, RaylaneError
 from raylane.features import FeatureRepo
 from raylane.ingest import ingest
 from raylane.registry import Registry
-from raylane.testing import example_project
+from raylane.testing import example_config_path, example_project
 from raylane.train import reproduce, train
 
 FAST = ["train.epochs=6", "train.batch_size=128", "train.learning_rate=0.01"]
@@ -160,11 +160,15 @@ def test_other_tasks_beat_their_baselines(ray_runtime: object, tmp_path: Path, t
     overrides = [
         f"model.task={task}",
         "data.labels.column=target",
+        "registry.promotion.metric=null",
         f"data.sources.2.columns={{customer_id: int64, target: {dtype}}}",
     ]
     base = _project(tmp_path)
     _labels_from_features(base, task)
-    cfg = _project(tmp_path, overrides=overrides)  # same data folder, new labels
+    env = {"CHURN_DATA": str(tmp_path / "data"), "RAYLANE_STORAGE": str(tmp_path / "store")}
+    cfg = load_config(example_config_path(), [*FAST, *overrides], env=env)  # same data, new labels
+    ingest(cfg)
+    FeatureRepo(cfg).apply()
     result = train(cfg, register=False)
     holdout = FeatureRepo(cfg).labels()["target"]
     if task == "multiclass":
