@@ -97,8 +97,9 @@ def _quiet_ray(verbose: bool) -> None:
     # Ray Data re-reads its log level from this variable whenever it reconfigures its logger.
     # Quiet means CRITICAL: a failed task's ERROR log repeats what raylane reports as an error.
     os.environ.setdefault("RAY_DATA_LOG_LEVEL", "INFO" if verbose else "CRITICAL")
-    for name in ("ray", "ray.data", "ray.train", "ray.tune", "ray.serve"):
+    for name in ("ray", "ray.train", "ray.tune", "ray.serve"):
         logging.getLogger(name).setLevel(level)
+    logging.getLogger("ray.data").setLevel(logging.INFO if verbose else logging.CRITICAL)
     logging.getLogger("mlflow").setLevel(logging.INFO if verbose else logging.ERROR)
     if not verbose:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
