@@ -103,6 +103,7 @@ def _quiet_ray(verbose: bool) -> None:
     logging.getLogger("mlflow").setLevel(logging.INFO if verbose else logging.ERROR)
     if not verbose:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # read when mlflow is first imported
         warnings.filterwarnings("ignore", module=r"mlflow(\.|$)")
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"sqlalchemy(\.|$)")
         # Ray Data's own progress bars and start banners; raylane shows its own progress.

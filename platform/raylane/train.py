@@ -25,6 +25,7 @@ import os
 import tempfile
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,7 +242,10 @@ def ensure_experiment(cfg: ProjectConfig) -> Any:
 
     mlflow.set_tracking_uri(cfg.mlflow_tracking_uri)
     mlflow.set_registry_uri(cfg.mlflow_tracking_uri)
-    if mlflow.get_experiment_by_name(cfg.mlflow_experiment) is None:
+    with warnings.catch_warnings():  # SQLAlchemy deprecation noise from MLflow's SQL store import
+        warnings.simplefilter("ignore", DeprecationWarning)
+        found = mlflow.get_experiment_by_name(cfg.mlflow_experiment)
+    if found is None:
         location = (cfg.storage_root / "mlartifacts").as_uri() if cfg.backends.mlflow.tracking_uri is None else None
         mlflow.create_experiment(cfg.mlflow_experiment, artifact_location=location)
     return mlflow.set_experiment(cfg.mlflow_experiment)
