@@ -242,6 +242,11 @@ class TrainConfig(_Model):
         default_factory=EarlyStopping, description="Early stopping; null disables it."
     )
     max_failures: int = Field(1, ge=0, description="Worker failures survived by resuming from a checkpoint.")
+    cache_data: bool = Field(
+        True,
+        description="Keep each worker's data shard in memory as tensors after the first read (fast epochs,"
+        " reshuffled every epoch); turn off for shards larger than a worker's memory (streams from Ray Data).",
+    )
     checkpoints_to_keep: int = Field(2, ge=1, description="Checkpoints kept per run.")
 
 

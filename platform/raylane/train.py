@@ -143,6 +143,41 @@ def train_loop(config: dict[str, Any]) -> None:
     faults = config.get("faults") or {}
     patience = config["patience"]
     mlflow_seconds = 0.0
+    pending: list[Any] = []
+    cache: dict[str, dict[str, torch.Tensor]] = {}
+    shuffler = torch.Generator().manual_seed(seed + rank)
+
+    def shard_tensors(name: str, shard: Any) -> dict[str, torch.Tensor]:
+        # Read the shard once and keep it as tensors on the device: later epochs then cost what a
+        # plain torch loop costs instead of a Ray Data pass each (train.cache_data).
+        if name not in cache:
+            parts = list(shard.iter_torch_batches(batch_size=8192, device=device))
+            keys = ("x_num", "x_cat", "y")
+            cache[name] = {k: torch.cat([p[k] for p in parts]) for k in keys} if parts else {}
+        return cache[name]
+
+    def train_batches(epoch: int) -> Any:
+        bs = config["batch_size"]
+        if not config["cache_data"]:
+            yield from train_shard.iter_torch_batches(
+                batch_size=bs, device=device, local_shuffle_buffer_size=4 * bs, local_shuffle_seed=seed + epoch
+            )
+            return
+        data = shard_tensors("train", train_shard)
+        if not data:
+            return
+        order = torch.randperm(len(data["y"]), generator=shuffler).to(data["y"].device)
+        for i in range(0, len(order), bs):
+            idx = order[i : i + bs]
+            yield {k: v[idx] for k, v in data.items()}
+
+    def val_batches() -> Any:
+        if not config["cache_data"]:
+            yield from val_shard.iter_torch_batches(batch_size=4096, device=device)
+            return
+        data = shard_tensors("val", val_shard)
+        for i in range(0, len(data.get("y", ())), 4096):
+            yield {k: v[i : i + 4096] for k, v in data.items()}
 
     for epoch in range(start, config["epochs"]):
         if faults and epoch == faults["epoch"] and rank == world - 1 and not Path(faults["marker"]).exists():
@@ -151,7 +186,7 @@ def train_loop(config: dict[str, Any]) -> None:
         t0 = time.perf_counter()
         model.train()
         total, count = 0.0, 0
-        for batch in train_shard.iter_torch_batches(batch_size=config["batch_size"], device=device):
+        for batch in train_batches(epoch):
             logits = model(batch["x_num"], batch["x_cat"])
             out, y = prepare_target(task, logits, batch["y"])
             loss = criterion(out, y)
@@ -164,7 +199,7 @@ def train_loop(config: dict[str, Any]) -> None:
         model.eval()
         preds, ys = [], []
         with torch.no_grad():
-            for batch in val_shard.iter_torch_batches(batch_size=4096, device=device):
+            for batch in val_batches():
                 preds.append(predict_output(task, model(batch["x_num"], batch["x_cat"])).cpu().numpy())
                 ys.append(batch["y"].cpu().numpy())
         local = (np.concatenate(preds) if preds else np.zeros(0), np.concatenate(ys) if ys else np.zeros(0))
@@ -199,7 +234,8 @@ def train_loop(config: dict[str, Any]) -> None:
             now = int(time.time() * 1000)
             batch = [Metric(k, float(v), now, epoch) for k, v in report.items() if k != "epoch"]
             batch.append(Metric("mlflow_log_seconds", mlflow_seconds, now, epoch))  # the logging before this one
-            client.log_batch(config["run_id"], metrics=batch)
+            # Asynchronous: MLflow writes on its own thread while the next epoch trains.
+            pending.append(client.log_batch(config["run_id"], metrics=batch, synchronous=False))
             mlflow_seconds += time.perf_counter() - t_log
         with tempfile.TemporaryDirectory() as d:
             checkpoint = None
@@ -221,6 +257,8 @@ def train_loop(config: dict[str, Any]) -> None:
             ray.train.report(report, checkpoint=checkpoint)
         if patience and bad >= patience:
             break
+    for op in pending:  # every metric is written before the run ends
+        op.wait()
 
 
 # --------------------------------------------------------------------------- driver side
@@ -341,6 +379,7 @@ def train(
             "tracking_uri": cfg.mlflow_tracking_uri,
             "run_id": run_id,
             "faults": _faults,
+            "cache_data": cfg.train.cache_data,
         }
         trainer = TorchTrainer(
             train_loop,
@@ -431,7 +470,7 @@ def _log_model(cfg: ProjectConfig, bundle: ModelBundle, train_raw: Any, features
             reference["prediction"] = pred
         (Path(tmp) / "reference_profile.bin").write_bytes(profile(reference).serialize())
         mlflow.log_artifact(str(Path(tmp) / "reference_profile.bin"), artifact_path="monitoring")
-        example = frame.head(5)
+        example = _plain_dtypes(frame.head(5))
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(Path(__file__).with_name("mlflow_model.py")),
@@ -441,6 +480,19 @@ def _log_model(cfg: ProjectConfig, bundle: ModelBundle, train_raw: Any, features
             pip_requirements=["raylane", "torch", "pandas"],
         )
     return str(info.model_uri)
+
+
+def _plain_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with numpy dtypes for MLflow's signature: integers as float64 (a feature may be
+    null at inference, which an integer column cannot hold), strings as optional objects."""
+    out = {}
+    for name in frame.columns:
+        col = frame[name]
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            out[name] = col.astype("float64")
+        else:
+            out[name] = col.astype(object).where(col.notna(), None)
+    return pd.DataFrame(out, index=frame.index)
 
 
 def _flat_params(cfg: ProjectConfig) -> dict[str, Any]:
