@@ -545,20 +545,17 @@ class Reproduction:
 
 def recorded_config(cfg: ProjectConfig, ref: str) -> tuple[ProjectConfig, Any, Any]:
     """The exact config a registered version was trained with, its version and its MLflow run."""
-    import mlflow
-
     reg = Registry(cfg)
     mv = reg.version(ref)
     run = reg.client.get_run(mv.run_id)
-    doc = mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/config/project.json")
+    with tempfile.TemporaryDirectory(prefix="raylane-config-") as tmp:
+        local = reg.client.download_artifacts(mv.run_id, "config/project.json", tmp)
+        doc = json.loads(Path(local).read_text())
     return ProjectConfig.model_validate(doc), mv, run
 
 
 def reproduce(cfg: ProjectConfig, ref: str, *, step: Callable[[str], object] = lambda _: None) -> Reproduction:
     """Retrain ``ref`` from its recorded config (same seed, same data window) without registering."""
-    import mlflow
-
-    mlflow.set_tracking_uri(cfg.mlflow_tracking_uri)
     then_cfg, mv, run = recorded_config(cfg, ref)
     recorded = {k.removeprefix("holdout_"): v for k, v in run.data.metrics.items() if k.startswith("holdout_")}
     then = {k.removeprefix("raylane."): v for k, v in run.data.tags.items() if k.startswith("raylane.")}

@@ -221,3 +221,30 @@ def test_training_on_a_gpu(trained: tuple[ProjectConfig, object]) -> None:
     cfg, _ = trained
     gpu = cfg.model_copy(update={"train": cfg.train.model_copy(update={"use_gpu": True})})
     assert train(gpu, register=False).metrics["roc_auc"] > 0.75
+
+
+def test_cli_lineage_and_registry_commands(
+    trained: tuple[ProjectConfig, object],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    from raylane.cli import main
+
+    cfg, _ = trained
+    monkeypatch.setenv("CHURN_DATA", str(cfg.data.sources[0].path.parent))
+    monkeypatch.setenv("RAYLANE_STORAGE", str(cfg.storage_root))
+    monkeypatch.chdir(tmp_path)  # nothing may land in the working folder (MLflow's defaults would)
+    config = str(example_config_path())
+    capsys.readouterr()
+    assert main(["lineage", config, "churn/1"]) == 0
+    text = capsys.readouterr().out
+    for fragment in ("lineage of churn version 1", "git ", "customer_profile,customer_activity", "roc_auc"):
+        assert fragment in text, fragment
+    assert main(["registry", "list", config]) == 0
+    assert "passed" in capsys.readouterr().out
+    assert main(["registry", "show", config, "@champion"]) == 0
+    assert "gate.decision" in capsys.readouterr().out
+    assert main(["lineage", config, "churn/99"]) == 2
+    assert "no model version 'churn/99'" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
