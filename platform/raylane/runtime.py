@@ -96,7 +96,8 @@ def _quiet_ray(verbose: bool) -> None:
     level = logging.INFO if verbose else logging.ERROR
     # Ray Data re-reads its log level from this variable whenever it reconfigures its logger.
     # Quiet means CRITICAL: a failed task's ERROR log repeats what raylane reports as an error.
-    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "INFO" if verbose else "CRITICAL")
+    # Set, not defaulted: Feast's Ray store exports RAY_DATA_LOG_LEVEL=ERROR into the environment.
+    os.environ["RAY_DATA_LOG_LEVEL"] = "INFO" if verbose else "CRITICAL"
     for name in ("ray", "ray.train", "ray.tune", "ray.serve"):
         logging.getLogger(name).setLevel(level)
     logging.getLogger("ray.data").setLevel(logging.INFO if verbose else logging.CRITICAL)
