@@ -12,7 +12,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -247,7 +247,7 @@ def features_materialize(
     if incremental and start:
         raise UserError("--start and --incremental exclude each other", fix="drop one of them")
     repo = FeatureRepo(cfg, verbose=state.verbose)
-    with _steps() as step, _ray(cfg) if cfg.backends.feast.offline_store.type == "ray" else _nothing():
+    with _steps() as step, _ray(cfg) if cfg.backends.feast.offline_store.type == "ray" else nullcontext():
         step("materializing" + (" incrementally" if incremental else ""))
         reports = repo.materialize(_time(start, "--start"), _time(end, "--end"), views=view, incremental=incremental)
     table = Table(title="materialized", title_justify="left")
@@ -262,11 +262,6 @@ def features_materialize(
             "empty window, skipped" if r.skipped else "",
         )
     out.print(table)
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 @features_app.command("online")

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from raylane.config import ColumnType, ProjectConfig, SourceConfig
 from raylane.errors import DataError
 
-__all__ = ["IngestReport", "arrow_type", "ingest", "ingest_source", "offline_path", "source_files"]
+__all__ = ["IngestReport", "ingest", "ingest_source", "offline_path", "source_files"]
 
 _ARROW: dict[ColumnType, pa.DataType] = {
     "int64": pa.int64(),
@@ -38,11 +38,6 @@ _ARROW: dict[ColumnType, pa.DataType] = {
     "bool": pa.bool_(),
     "timestamp": pa.timestamp("us", tz="UTC"),
 }
-
-
-def arrow_type(dtype: ColumnType) -> pa.DataType:
-    """The canonical Arrow type of a logical column type."""
-    return _ARROW[dtype]
 
 
 @dataclass(frozen=True)
