@@ -281,6 +281,12 @@ class SchedulerConfig(_Model):
     grace_period: int = Field(2, ge=1, description="Epochs before a trial may be stopped.")
     reduction_factor: float = Field(2.0, gt=1.0, description="ASHA's halving rate.")
 
+    @model_validator(mode="after")
+    def _check(self) -> SchedulerConfig:
+        if self.grace_period > self.max_t:
+            raise ValueError(f"`grace_period` ({self.grace_period}) must not exceed `max_t` ({self.max_t})")
+        return self
+
 
 class TuneConfig(_Model):
     """Ray Tune sweep settings; each trial is a Ray Train run."""
@@ -291,8 +297,19 @@ class TuneConfig(_Model):
     )
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig, description="Early stopping.")
     space: dict[str, ParamSpace] = Field(
-        default_factory=dict, description="Search space over `train.*` and `model.*` parameters."
+        default_factory=dict,
+        description="Search space: `model.<field>` or `train.<field>` → a distribution. Every trial trains"
+        " `scheduler.max_t` epochs at most (not `train.epochs`).",
     )
+
+
+SEARCHABLE: dict[str, tuple[str, ...]] = {
+    "model": ("hidden_layers", "dropout", "activation", "embedding_dim"),
+    "train": ("learning_rate", "weight_decay", "optimizer", "batch_size", "seed"),
+}
+"""Parameters a sweep may vary. The others are fixed per sweep: the data and its preprocessing
+(``model.max_categories``) are prepared once for all trials, the trial's resources
+(``train.num_workers`` …) size the sweep's concurrency, and ``tune.scheduler.max_t`` bounds epochs."""
 
 
 # --------------------------------------------------------------------------- registry / serve / monitor
@@ -517,6 +534,7 @@ class ProjectConfig(_Model):
                 f"registry.promotion.metric: {metric!r} is not a {self.model.task} metric;"
                 f" one of {list(TASK_METRICS[self.model.task])}"
             )
+        self._check_space()
         labels = self.data.labels
         if labels.source not in names:
             raise ValueError(f"data.labels.source: unknown source {labels.source!r}; one of {names}")
@@ -545,6 +563,37 @@ class ProjectConfig(_Model):
                     )
                 seen[f] = v.name
         return self
+
+    def _check_space(self) -> None:
+        """Every searched parameter exists, may be searched, and every bound or candidate is valid for it."""
+        searchable = [f"{section}.{name}" for section, names in SEARCHABLE.items() for name in names]
+        for key, dim in self.tune.space.items():
+            where = f"tune.space.{key}"
+            section, _, name = key.partition(".")
+            section_model: BaseModel | None = getattr(self, section, None) if section in SEARCHABLE else None
+            if section_model is None or name not in type(section_model).model_fields:
+                raise ValueError(
+                    f"{where}: `{key}` is not a parameter of the model or of training; searchable: {searchable}"
+                )
+            if name not in SEARCHABLE[section]:
+                raise ValueError(
+                    f"{where}: `{key}` cannot be searched (it is fixed for a whole sweep); searchable: {searchable}"
+                )
+            annotation = type(section_model).model_fields[name].annotation
+            if dim.type in ("uniform", "loguniform") and annotation is int:
+                raise ValueError(f"{where}: `{key}` takes integers; use `randint` (or `choice`) instead of {dim.type}")
+            if dim.type in ("choice", "grid"):
+                candidates = list(dim.values or [])
+            elif dim.type == "randint":
+                candidates = [int(dim.low or 0), int(dim.high or 0) - 1]
+            else:
+                candidates = [dim.low, dim.high]
+            for value in candidates:
+                try:
+                    type(section_model).model_validate({**section_model.model_dump(), name: value})
+                except ValidationError as exc:
+                    problem = exc.errors()[0]["msg"]
+                    raise ValueError(f"{where}: {value!r} is not a valid `{key}`: {problem}") from None
 
     # ----- derived values (one place, so stages never recompute them differently)
 
@@ -631,7 +680,15 @@ def _set_path(doc: dict[str, Any], dotted: str, value: Any, origin: str) -> None
     if not dotted or any(p == "" for p in parts):
         raise ConfigError(f"{origin}: {dotted!r} is not a field path", fix="write it as a.b.c=value")
     node: Any = doc
-    for i, part in enumerate(parts):
+    i = 0
+    while i < len(parts):
+        part = parts[i]
+        if isinstance(node, dict):
+            # A key may itself hold dots (`tune.space.train.learning_rate.high`): the longest one present wins.
+            for j in range(len(parts), i + 1, -1):
+                if ".".join(parts[i:j]) in node:
+                    part, i = ".".join(parts[i:j]), j - 1
+                    break
         last = i == len(parts) - 1
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
@@ -650,6 +707,7 @@ def _set_path(doc: dict[str, Any], dotted: str, value: Any, origin: str) -> None
                 node = node.setdefault(part, {})
         else:
             raise ConfigError(f"{origin}: {'.'.join(parts[:i])} is a value, not a section", fix="check the field path")
+        i += 1
 
 
 def _parse_override(item: str, origin: str) -> tuple[str, Any]:
@@ -705,7 +763,8 @@ def _format_errors(exc: ValidationError, file: Path, overridden: set[str]) -> Co
             msg = err["msg"].removeprefix("Value error, ")
             got = err.get("input")
             shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
-            lines.append(f"{path}: {msg}{shown}{origin}")
+            # Cross-field checks of the whole project raise at the top level and name their own field.
+            lines.append(f"{msg}{shown}" if not loc else f"{path}: {msg}{shown}{origin}")
     body = "\n  ".join(lines)
     return ConfigError(
         f"{file}: invalid config\n  {body}",

@@ -165,13 +165,46 @@ def test_cross_field_errors(tmp_path: Path, change: Any, message: str) -> None:
     assert message in str(info.value)
 
 
-def test_search_space_validation(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"model.dropout": {"type": "normal", "low": 0, "high": 1}}, "tune.space.model.dropout.type: Input should be"),
+        ({"model.dropout": {"type": "choice", "values": []}}, "tune.space.model.dropout: `choice` needs a non-empty"),
+        ({"model.dropout": {"type": "grid"}}, "`grid` needs a non-empty `values` list"),
+        (
+            {"train.learning_rate": {"type": "loguniform", "low": 0.1, "high": 0.01}},
+            "tune.space.train.learning_rate: `low` (0.1) must be below `high` (0.01)",
+        ),
+        ({"train.learning_rate": {"type": "loguniform", "low": 0, "high": 0.01}}, "`loguniform` needs `low` > 0"),
+        ({"model.depth": {"type": "randint", "low": 1, "high": 4}}, "`model.depth` is not a parameter of the model"),
+        ({"learning_rate": {"type": "uniform", "low": 0.1, "high": 1}}, "`learning_rate` is not a parameter"),
+        ({"model.max_categories": {"type": "randint", "low": 8, "high": 64}}, "cannot be searched"),
+        ({"train.num_workers": {"type": "choice", "values": [1, 2]}}, "cannot be searched"),
+        ({"model.dropout": {"type": "uniform", "low": 0.1, "high": 1.5}}, "1.5 is not a valid `model.dropout`"),
+        ({"model.activation": {"type": "choice", "values": ["relu", "swish"]}}, "'swish' is not a valid"),
+        ({"train.batch_size": {"type": "uniform", "low": 16, "high": 64}}, "takes integers; use `randint`"),
+    ],
+)
+def test_a_bad_search_space_names_the_parameter(tmp_path: Path, space: dict[str, Any], message: str) -> None:
     doc = _minimal()
-    doc["tune"] = {"space": {"train.learning_rate": {"type": "loguniform", "low": 0.1, "high": 0.01}}}
-    with pytest.raises(ConfigError, match="must be below"):
+    doc["tune"] = {"space": space}
+    with pytest.raises(ConfigError) as info:
         load_config(_write(tmp_path, doc))
-    doc["tune"] = {"space": {"model.dropout": {"type": "choice", "values": []}}}
-    with pytest.raises(ConfigError, match="non-empty"):
+    assert message in str(info.value)
+
+
+def test_a_good_search_space_and_scheduler_bounds(tmp_path: Path) -> None:
+    doc = _minimal()
+    doc["tune"] = {
+        "space": {
+            "train.learning_rate": {"type": "loguniform", "low": 1e-4, "high": 1e-2},
+            "model.hidden_layers": {"type": "grid", "values": [[32], [64, 32]]},
+            "train.batch_size": {"type": "randint", "low": 64, "high": 512},
+        }
+    }
+    assert len(load_config(_write(tmp_path, doc)).tune.space) == 3
+    doc["tune"] = {"scheduler": {"max_t": 2, "grace_period": 3}}
+    with pytest.raises(ConfigError, match="must not exceed `max_t`"):
         load_config(_write(tmp_path, doc))
 
 
