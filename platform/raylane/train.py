@@ -43,7 +43,7 @@ from raylane.model import metrics, primary_metric
 from raylane.preprocess import Preprocessor, fit_preprocessor
 from raylane.registry import GateDecision, Registry
 
-__all__ = ["TrainResult", "check_resources", "train"]
+__all__ = ["Prepared", "TrainResult", "check_resources", "finish", "make_trainer", "prepare", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def train_loop(config: dict[str, Any]) -> None:
     criterion = loss_fn(task)
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
-    client = MlflowClient(tracking_uri=config["tracking_uri"]) if rank == 0 else None
+    client = MlflowClient(tracking_uri=config["tracking_uri"]) if rank == 0 and config["run_id"] else None
     faults = config.get("faults") or {}
     patience = config["patience"]
     mlflow_seconds = 0.0
@@ -224,6 +224,7 @@ def train_loop(config: dict[str, Any]) -> None:
             bad += 1
         report = {
             "epoch": epoch,
+            "epochs_completed": epoch + 1,
             "train_loss": total / max(count, 1),
             **{f"val_{k}": v for k, v in val.items()},
             "epoch_seconds": train_seconds,
@@ -232,7 +233,9 @@ def train_loop(config: dict[str, Any]) -> None:
         if client is not None:
             t_log = time.perf_counter()
             now = int(time.time() * 1000)
-            batch = [Metric(k, float(v), now, epoch) for k, v in report.items() if k != "epoch"]
+            batch = [
+                Metric(k, float(v), now, epoch) for k, v in report.items() if k not in ("epoch", "epochs_completed")
+            ]
             batch.append(Metric("mlflow_log_seconds", mlflow_seconds, now, epoch))  # the logging before this one
             # Asynchronous: MLflow writes on its own thread while the next epoch trains.
             pending.append(client.log_batch(config["run_id"], metrics=batch, synchronous=False))
@@ -298,6 +301,157 @@ def holdout_frame(cfg: ProjectConfig) -> pd.DataFrame:
     return val.to_pandas()
 
 
+@dataclass
+class Prepared:
+    """The data side of a training run, computed once by the driver and shared by every trial of a sweep."""
+
+    train_raw: Any
+    val_raw: Any
+    train_ds: Any
+    val_ds: Any
+    pre: Preprocessor
+    features: list[str]
+    lineage: dict[str, str]
+    metric: str
+    mode: str
+
+
+def prepare(cfg: ProjectConfig, *, step: Callable[[str], object] = lambda _: None) -> Prepared:
+    """Build the point-in-time training set, split it, fit preprocessing on the training split and
+    apply it with Ray Data. Deterministic for a given config and data (a resumed sweep gets the same)."""
+    import ray
+
+    check_resources(cfg)
+    ray.data.DataContext.get_current().execution_options.preserve_order = True  # reproducible splits
+    step("building the training set (Feast, point-in-time)")
+    ds = FeatureRepo(cfg).training_set().materialize()
+    label = cfg.data.labels.column
+    label_time = cfg.data.source(cfg.data.labels.source).timestamp_column
+    views = [v.name for v in cfg.features.views]
+    lineage = {
+        **code_version(),
+        "config_hash": cfg.fingerprint(),
+        **data_fingerprint(ds, label_time=label_time, views=views),
+        **ray_ids(),
+        "project": cfg.project,
+    }
+    train_raw, val_raw = _split(cfg, ds)
+    dtypes = cfg.feature_dtypes()
+    step("fitting preprocessing on the training split")
+    pre = fit_preprocessor(
+        train_raw, dtypes=dtypes, label=label, task=cfg.model.task, max_categories=cfg.model.max_categories
+    )
+    train_ds = train_raw.map_batches(pre.batch, batch_format="pandas").materialize()
+    val_ds = val_raw.map_batches(pre.batch, batch_format="pandas").materialize()
+    metric, mode = primary_metric(cfg.model.task, cfg.registry.promotion.metric)
+    return Prepared(train_raw, val_raw, train_ds, val_ds, pre, list(dtypes), lineage, metric, mode)
+
+
+def make_trainer(
+    cfg: ProjectConfig,
+    prep: Prepared,
+    *,
+    name: str,
+    storage_path: Path,
+    run_id: str | None,
+    callbacks: list[Any] | None = None,
+    faults: dict[str, Any] | None = None,
+) -> Any:
+    """The `TorchTrainer` for one training run of ``cfg`` (a plain run or one sweep trial).
+
+    Args:
+        name: Ray Train run name. A name already used under ``storage_path`` resumes that run from
+            its last checkpoint (or returns its result when it had finished).
+        run_id: MLflow run the workers log per-epoch metrics to; ``None`` when a Tune callback does.
+    """
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    stopping = cfg.train.early_stopping
+    loop_config = {
+        "seed": cfg.train.seed,
+        "pre": prep.pre.to_json(),
+        "model": cfg.model.model_dump(mode="json"),
+        "features": prep.features,
+        "optimizer": cfg.train.optimizer,
+        "lr": cfg.train.learning_rate,
+        "weight_decay": cfg.train.weight_decay,
+        "epochs": cfg.train.epochs,
+        "batch_size": cfg.train.batch_size,
+        "task": cfg.model.task,
+        "metric": prep.metric,
+        "mode": prep.mode,
+        "patience": stopping.patience if stopping else 0,
+        "min_delta": stopping.min_delta if stopping else 0.0,
+        "tracking_uri": cfg.mlflow_tracking_uri,
+        "run_id": run_id,
+        "faults": faults,
+        "cache_data": cfg.train.cache_data,
+    }
+    return TorchTrainer(
+        train_loop,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.train.num_workers,
+            use_gpu=cfg.train.use_gpu,
+            resources_per_worker=dict(cfg.train.resources_per_worker),
+        ),
+        datasets={"train": prep.train_ds, "val": prep.val_ds},
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=str(storage_path),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=cfg.train.checkpoints_to_keep,
+                checkpoint_score_attribute=f"val_{prep.metric}",
+                checkpoint_score_order=prep.mode,
+            ),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
+            callbacks=callbacks,
+        ),
+    )
+
+
+def finish(
+    cfg: ProjectConfig,
+    prep: Prepared,
+    checkpoint: Any,
+    run_id: str,
+    *,
+    epochs: int,
+    history: list[dict[str, float]],
+    register: bool,
+    step: Callable[[str], object] = lambda _: None,
+) -> TrainResult:
+    """Evaluate a checkpoint on the holdout, log the model to the active MLflow run ``run_id``,
+    and (``register``) register it as ``challenger`` and run the promotion gate."""
+    import mlflow
+
+    step("evaluating the best checkpoint on the holdout")
+    with checkpoint.as_directory() as d:
+        bundle = ModelBundle.load(Path(d) / "bundle")
+    holdout = prep.val_raw.to_pandas()
+    scores = metrics(cfg.model.task, bundle.target(holdout), bundle.predict(holdout))
+    mlflow.log_metrics({f"holdout_{k}": v for k, v in scores.items()})
+    mlflow.log_metric("epochs_run", epochs)
+    step("logging the model and reference profiles")
+    model_uri = _log_model(cfg, bundle, prep.train_raw, prep.features)
+    result = TrainResult(run_id, scores, epochs, lineage=prep.lineage, history=history)
+    if register:
+        step("registering and gating")
+        _register_and_gate(cfg, result, model_uri, holdout)
+    return result
+
+
+def log_run_header(cfg: ProjectConfig, lineage: dict[str, str], extra_tags: dict[str, str] | None = None) -> None:
+    """Lineage tags, flat parameters and the resolved config of the active MLflow run."""
+    import mlflow
+
+    mlflow.set_tags({**{f"raylane.{k}": v for k, v in lineage.items()}, **(extra_tags or {})})
+    mlflow.log_params(_flat_params(cfg))
+    mlflow.log_dict(json.loads(cfg.model_dump_json()), "config/project.json")
+    mlflow.log_text(cfg.to_yaml(), "config/project.yaml")
+
+
 def train(
     cfg: ProjectConfig,
     *,
@@ -321,85 +475,23 @@ def train(
         FeatureStoreError: the feature repo is not applied.
     """
     import mlflow
-    import ray
     import ray.train
-    from ray.train.torch import TorchTrainer
 
     started = time.perf_counter()
-    check_resources(cfg)
-    ray.data.DataContext.get_current().execution_options.preserve_order = True  # reproducible splits
-    step("building the training set (Feast, point-in-time)")
-    repo = FeatureRepo(cfg)
-    ds = repo.training_set().materialize()
-    label = cfg.data.labels.column
-    label_time = cfg.data.source(cfg.data.labels.source).timestamp_column
-    views = [v.name for v in cfg.features.views]
-    lineage = {
-        **code_version(),
-        "config_hash": cfg.fingerprint(),
-        **data_fingerprint(ds, label_time=label_time, views=views),
-        **ray_ids(),
-        "project": cfg.project,
-    }
-    train_raw, val_raw = _split(cfg, ds)
-    dtypes = cfg.feature_dtypes()
-    features = list(dtypes)
-    step("fitting preprocessing on the training split")
-    pre = fit_preprocessor(
-        train_raw, dtypes=dtypes, label=label, task=cfg.model.task, max_categories=cfg.model.max_categories
-    )
-    train_ds = train_raw.map_batches(pre.batch, batch_format="pandas").materialize()
-    val_ds = val_raw.map_batches(pre.batch, batch_format="pandas").materialize()
-    metric, mode = primary_metric(cfg.model.task, cfg.registry.promotion.metric)
-
+    prep = prepare(cfg, step=step)
     experiment = ensure_experiment(cfg)
     name = run_name or f"{cfg.project}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=name) as run:
         run_id = run.info.run_id
-        mlflow.set_tags({**{f"raylane.{k}": v for k, v in lineage.items()}, **(extra_tags or {})})
-        mlflow.log_params(_flat_params(cfg))
-        mlflow.log_dict(json.loads(cfg.model_dump_json()), "config/project.json")
-        mlflow.log_text(cfg.to_yaml(), "config/project.yaml")
+        log_run_header(cfg, prep.lineage, extra_tags)
         step(f"training on {cfg.train.num_workers} Ray Train worker(s)")
-        loop_config = {
-            "seed": cfg.train.seed,
-            "pre": pre.to_json(),
-            "model": cfg.model.model_dump(mode="json"),
-            "features": features,
-            "optimizer": cfg.train.optimizer,
-            "lr": cfg.train.learning_rate,
-            "weight_decay": cfg.train.weight_decay,
-            "epochs": cfg.train.epochs,
-            "batch_size": cfg.train.batch_size,
-            "task": cfg.model.task,
-            "metric": metric,
-            "mode": mode,
-            "patience": cfg.train.early_stopping.patience if cfg.train.early_stopping else 0,
-            "min_delta": cfg.train.early_stopping.min_delta if cfg.train.early_stopping else 0.0,
-            "tracking_uri": cfg.mlflow_tracking_uri,
-            "run_id": run_id,
-            "faults": _faults,
-            "cache_data": cfg.train.cache_data,
-        }
-        trainer = TorchTrainer(
-            train_loop,
-            train_loop_config=loop_config,
-            scaling_config=ray.train.ScalingConfig(
-                num_workers=cfg.train.num_workers,
-                use_gpu=cfg.train.use_gpu,
-                resources_per_worker=dict(cfg.train.resources_per_worker),
-            ),
-            datasets={"train": train_ds, "val": val_ds},
-            run_config=ray.train.RunConfig(
-                name=name,  # unique: Ray Train silently resumes a run with a name it has seen
-                storage_path=str(cfg.storage_root / "ray_results"),
-                checkpoint_config=ray.train.CheckpointConfig(
-                    num_to_keep=cfg.train.checkpoints_to_keep,
-                    checkpoint_score_attribute=f"val_{metric}",
-                    checkpoint_score_order=mode,
-                ),
-                failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
-            ),
+        trainer = make_trainer(
+            cfg,
+            prep,
+            name=name,  # unique: Ray Train silently resumes a run with a name it has seen
+            storage_path=cfg.storage_root / "ray_results",
+            run_id=run_id,
+            faults=_faults,
         )
         try:
             result = trainer.fit()
@@ -409,25 +501,13 @@ def train(
                 f"training failed after {cfg.train.max_failures} allowed worker failure(s): {_first_line(exc)}",
                 fix="see the worker error above; raise train.max_failures to survive more worker losses",
             ) from exc
-        best = result.get_best_checkpoint(metric=f"val_{metric}", mode=mode) or result.checkpoint
+        best = result.get_best_checkpoint(metric=f"val_{prep.metric}", mode=prep.mode) or result.checkpoint
         if best is None:
             raise RaylaneError("training reported no checkpoint", fix="check train.epochs and the worker logs")
         kept = result.best_checkpoints or []
         history = [dict(m) for _, m in sorted(kept, key=lambda cm: cm[1]["epoch"])]
         epochs = int(result.metrics["epoch"]) + 1 if result.metrics else 0
-        step("evaluating the best checkpoint on the holdout")
-        with best.as_directory() as d:
-            bundle = ModelBundle.load(Path(d) / "bundle")
-        holdout = val_raw.to_pandas()
-        scores = metrics(cfg.model.task, bundle.target(holdout), bundle.predict(holdout))
-        mlflow.log_metrics({f"holdout_{k}": v for k, v in scores.items()})
-        mlflow.log_metric("epochs_run", epochs)
-        step("logging the model and reference profiles")
-        model_uri = _log_model(cfg, bundle, train_raw, features)
-        result_obj = TrainResult(run_id, scores, epochs, lineage=lineage, history=history)
-        if register:
-            step("registering and gating")
-            _register_and_gate(cfg, result_obj, model_uri, holdout)
+        result_obj = finish(cfg, prep, best, run_id, epochs=epochs, history=history, register=register, step=step)
     result_obj.seconds = time.perf_counter() - started
     return result_obj
 
