@@ -38,6 +38,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/features.py
 	$(BIN)/python benchmarks/train.py
+	$(BIN)/python benchmarks/sweep.py
 
 clean:
 	rm -rf .raylane data .pytest_cache .mypy_cache .ruff_cache

@@ -411,6 +411,68 @@ def train_cmd(
         out.print(f"version {result.version}: {verdict}: {escape(result.decision.reason)}", soft_wrap=True)
 
 
+@app.command("sweep")
+def sweep_cmd(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted sweep (the latest, or --name).")
+    ] = False,
+    name: Annotated[str | None, typer.Option(help="Sweep name (default: a new unique one).")] = None,
+    no_register: Annotated[bool, typer.Option("--no-register", help="Do not register the best model.")] = False,
+) -> None:
+    """Search hyperparameters with Ray Tune (each trial a Ray Train run, ASHA early stopping), track every
+    trial as a nested MLflow run, and register the best model through the promotion gate."""
+    from raylane.sweep import SweepProgress, sweep
+
+    cfg = _load(config, set_)
+
+    def show(p: SweepProgress) -> None:
+        best = f"best {p.metric} {p.best:.4f} ({p.best_trial})" if p.best is not None else "no result yet"
+        err.print(
+            f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(p.event)} · running {p.running}, done {p.completed},"
+            f" stopped early {p.stopped_early}, failed {p.failed}, pending {p.pending} of {p.total} · {best}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    with _steps() as step, _ray(cfg):
+        result = sweep(
+            cfg, name=name, resume=resume, register=not no_register, step=step, on_progress=show, verbose=state.verbose
+        )
+    table = Table(
+        title=f"sweep {result.name}: {len(result.trials)} trials in {result.seconds:.0f}s, {result.concurrency} at a"
+        f" time; {result.trial_epochs} trial-epochs",
+        title_justify="left",
+    )
+    for col in ("trial", *cfg.tune.space, f"best val_{result.metric}", "epochs", "outcome", "seconds"):
+        table.add_column(col, justify="right" if col not in ("trial", "outcome") else "left")
+    ranked = sorted(
+        result.trials, key=lambda t: (t.best is None, -(t.best or 0.0) if result.mode == "max" else (t.best or 0.0))
+    )
+    for t in ranked:
+        mark = "★ " if t is result.best else ""
+        table.add_row(
+            mark + t.trial_id,
+            *(_fmt(t.params.get(k)) for k in cfg.tune.space),
+            _fmt(t.best),
+            str(t.epochs),
+            t.outcome.replace("_", " "),
+            f"{t.seconds:.0f}",
+        )
+    out.print(table)
+    params = ", ".join(f"{k}={_fmt(v)}" for k, v in result.best.params.items())
+    out.print(f"best trial {result.best.trial_id}: val_{result.metric} {_fmt(result.best.best)} with {params}")
+    out.print(f"MLflow parent run {result.parent_run_id} ({cfg.mlflow_tracking_uri})", soft_wrap=True)
+    trained = result.train
+    if trained is not None:
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in trained.metrics.items())
+        out.print(f"holdout: {scores}")
+        if trained.version is not None and trained.decision is not None:
+            verdict = "[green]promoted to champion[/]" if trained.promoted else "[yellow]stays challenger[/]"
+            out.print(f"version {trained.version}: {verdict}: {escape(trained.decision.reason)}", soft_wrap=True)
+
+
 @registry_app.command("list")
 def registry_list(config: ConfigArg, set_: SetOpt = None) -> None:
     """List the versions of the project's model with aliases, metrics and gate decisions."""
@@ -594,7 +656,7 @@ def demo_run(
     set_: SetOpt = None,
     size: Annotated[str, typer.Option(help="Data size to generate.")] = "small",
 ) -> None:
-    """Run the whole loop on the example: data → ingest → features → train → registry gate."""
+    """Run the whole loop on the example: data → ingest → features → train → registry gate → sweep."""
     from raylane.demo import run_demo
 
     cfg = _load(config, set_)

@@ -2,7 +2,8 @@
 
 It runs every stage that exists on freshly generated churn data and returns one summary row per
 step: data → ingestion → Feast (apply, materialize, training set, online lookup) → training on
-Ray Train with MLflow tracking → registry and promotion gate. Needs Ray (the caller starts it, see `raylane.runtime`).
+Ray Train with MLflow tracking → registry and promotion gate → a small Ray Tune sweep whose best
+trial goes through the same gate. Needs Ray (the caller starts it, see `raylane.runtime`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ Row = tuple[str, str, float]
 
 def run_demo(cfg: ProjectConfig, *, size: str = "small", step: Callable[[str], object] = print) -> list[Row]:
     """Generate data, ingest, apply, materialize, build the training set, look up online features,
-    then train, register and gate a model."""
+    then train, register and gate a model, then sweep and gate the best trial's model."""
     from raylane.examples.churn import SIZES, write
     from raylane.features import FeatureRepo
     from raylane.ingest import ingest
@@ -98,4 +99,25 @@ def run_demo(cfg: ProjectConfig, *, size: str = "small", step: Callable[[str], o
         return f"{cfg.model_name} v{result.version} ({result.epochs} epochs): {shown}; {verdict}"
 
     timed("train → register → gate (Ray Train, MLflow)", train_and_gate)
+
+    def small_sweep() -> str:
+        from raylane.sweep import sweep
+
+        # A demo-sized sweep of the config's search space: 4 trials of at most 4 epochs.
+        tune = cfg.tune.model_copy(
+            update={
+                "num_samples": min(cfg.tune.num_samples, 4),
+                "scheduler": cfg.tune.scheduler.model_copy(update={"max_t": 4, "grace_period": 1}),
+            }
+        )
+        result = sweep(cfg.model_copy(update={"tune": tune}))
+        trained = result.train
+        assert trained is not None
+        verdict = "promoted to champion" if trained.promoted else "stays challenger"
+        return (
+            f"{len(result.trials)} trials ({result.count('stopped_early')} stopped early by ASHA), best val"
+            f" {result.metric} {result.best.best:.3f}; v{trained.version} {verdict}"
+        )
+
+    timed("sweep → register → gate (Ray Tune, ASHA)", small_sweep)
     return rows

@@ -82,3 +82,14 @@ def test_demo_data_is_deterministic(capsys: pytest.CaptureFixture[str], tmp_path
         assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes(), file
     code, _, err = _run(capsys, "demo", "data", "--size", "huge", "--out", str(tmp_path / "c"))
     assert code == 2 and "tiny, small, medium, large" in err
+
+
+def test_sweep_rejects_a_bad_search_space_before_starting_anything(capsys: pytest.CaptureFixture[str]) -> None:
+    """The config check runs before Ray starts (this suite forbids `ray.init`)."""
+    bad = 'tune.space={"model.depth": {"type": "randint", "low": 1, "high": 4}}'
+    code, _, err = _run(capsys, "sweep", str(EXAMPLE), "--set", bad)
+    assert code == 2
+    assert "tune.space.model.depth: `model.depth` is not a parameter of the model" in err
+    assert "searchable: ['model.hidden_layers'" in err
+    code, _, err = _run(capsys, "sweep", str(EXAMPLE), "--set", "tune.space.model.dropout.low=0.5")
+    assert code == 2 and "`low` (0.5) must be below `high` (0.3)" in err

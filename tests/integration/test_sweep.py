@@ -1,0 +1,238 @@
+"""Sweeps on Ray Tune (each trial a Ray Train run), tracked in MLflow, gated into the registry.
+
+One 8-trial sweep serves every test (trials are costly on a 2-core machine): its first driver is
+killed midway and the CLI resumes it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from raylane.config import ProjectConfig
+from raylane.features import FeatureRepo
+from raylane.ingest import ingest
+from raylane.registry import Registry
+from raylane.sweep import latest_sweep, sweep
+from raylane.testing import example_config_path, example_project
+
+# Small and quick: 2 trials at a time on the 2-CPU test cluster, ASHA may stop trials after 1 epoch.
+SMALL = [
+    "train.batch_size=128",
+    "train.early_stopping=null",
+    "tune.scheduler.max_t=3",
+    "tune.scheduler.grace_period=1",
+    "tune.max_concurrent_trials=2",
+    "registry.promotion.floor=null",
+]
+
+
+def _children(cfg: ProjectConfig, parent_run_id: str) -> list[Any]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(cfg.mlflow_tracking_uri)
+    experiment = client.get_experiment_by_name(cfg.mlflow_experiment)
+    return list(
+        client.search_runs(
+            [experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=100
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def project(ray_runtime: object, tmp_path_factory: pytest.TempPathFactory) -> ProjectConfig:
+    cfg = example_project(tmp_path_factory.mktemp("sweep"), size="tiny", overrides=SMALL)
+    ingest(cfg)
+    FeatureRepo(cfg).apply()
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def swept(project: ProjectConfig, ray_runtime: Any, tmp_path_factory: pytest.TempPathFactory) -> Swept:
+    """An 8-trial sweep whose driver is SIGKILLed midway (after at least two trials finished, while
+    another is between epochs), then resumed through the CLI, whose output is kept."""
+    import contextlib
+    import io
+    import json
+
+    from mlflow import MlflowClient
+
+    from raylane.cli import main
+
+    cfg = project
+    sets = [*SMALL, "tune.num_samples=8"]
+    env = {"CHURN_DATA": str(cfg.data.sources[0].path.parent), "RAYLANE_STORAGE": str(cfg.storage_root)}
+    # The first driver joins the test's Ray cluster, as a second process, so that it can be killed.
+    cluster = [
+        f"backends.ray.address={ray_runtime.address}",
+        f"backends.ray.auth_token_file={os.environ['RAY_AUTH_TOKEN_PATH']}",
+    ]
+    cmd = [sys.executable, "-m", "raylane", "sweep", str(example_config_path()), "--name", "eight"]
+    cmd += [a for s in [*sets, *cluster] for a in ("--set", s)]
+    logfile = tmp_path_factory.mktemp("driver") / "driver.log"
+    state_file = cfg.storage_root / "sweeps" / "eight" / "sweep.json"
+    client = MlflowClient(cfg.mlflow_tracking_uri)
+    finished: dict[str, int] = {}
+    with logfile.open("w") as log:
+        driver = subprocess.Popen(
+            cmd, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + 600
+            while not finished and time.monotonic() < deadline:
+                assert driver.poll() is None, logfile.read_text()[-3000:]
+                if state_file.exists():
+                    children = _children(cfg, json.loads(state_file.read_text())["parent_run_id"])
+                    done = {c.info.run_id: c.info.end_time for c in children if c.info.status == "FINISHED"}
+                    midway = [
+                        c
+                        for c in children
+                        if c.info.status == "RUNNING" and client.get_metric_history(c.info.run_id, "val_roc_auc")
+                    ]
+                    if len(done) >= 2 and midway:
+                        finished = done
+                time.sleep(0.5)
+            assert finished, "the sweep never reached two finished trials and a half-done one"
+        finally:
+            os.killpg(driver.pid, signal.SIGKILL)  # the driver dies without any clean-up
+            driver.wait()
+    time.sleep(3)  # Ray reaps the dead driver's trial actors
+    killed_at = json.loads(state_file.read_text())
+
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
+        for k, v in env.items():
+            mp.setenv(k, v)
+        code = main(["sweep", str(example_config_path()), *[a for s in sets for a in ("--set", s)], "--resume"])
+    assert code == 0, printed.getvalue()
+    parent = client.get_run(killed_at["parent_run_id"])
+    return Swept(cfg, parent, printed.getvalue(), finished, killed_at)
+
+
+@dataclass
+class Swept:
+    cfg: ProjectConfig
+    parent: Any
+    printed: str
+    finished_before_kill: dict[str, int]
+    state_at_kill: dict[str, Any]
+
+
+def test_a_sweep_of_eight_trials_registers_its_best_trial(swept: Swept) -> None:
+    from mlflow import MlflowClient
+
+    cfg, parent, printed = swept.cfg, swept.parent, swept.printed
+    children = _children(cfg, parent.info.run_id)
+    assert len(children) == 8
+    client = MlflowClient(cfg.mlflow_tracking_uri)
+    best_of = {
+        c.info.run_id: max(m.value for m in client.get_metric_history(c.info.run_id, "val_roc_auc")) for c in children
+    }
+    best_run = max(best_of, key=lambda r: best_of[r])
+    # the registered challenger is the best trial's model, gated like `raylane train`
+    challenger = Registry(cfg).version("@challenger")
+    assert challenger.run_id == best_run
+    assert challenger.tags["gate.decision"] in ("passed", "failed")
+    assert parent.data.tags["raylane.best_run_id"] == best_run
+    assert parent.data.metrics["best_val_roc_auc"] == pytest.approx(best_of[best_run])
+    # the holdout is the validation split every trial reported on: same checkpoint, same metric
+    best_child = client.get_run(best_run)
+    assert best_child.data.metrics["holdout_roc_auc"] == pytest.approx(best_of[best_run], abs=1e-6)
+    # printed: the summary table, the best config and metric
+    assert "sweep eight: 8 trials" in printed
+    assert f"val_roc_auc {best_of[best_run]:.4g}" in printed
+    assert "train.learning_rate=" in printed and "model.hidden_layers=" in printed
+    # ASHA's budget: no trial runs past max_t epochs
+    epochs = [int(c.data.tags["raylane.epochs"]) for c in children]
+    assert all(1 <= e <= 3 for e in epochs)
+
+
+def test_every_trial_is_a_finished_child_run_with_params_and_epoch_metrics(swept: Swept) -> None:
+    from mlflow import MlflowClient
+
+    cfg, parent = swept.cfg, swept.parent
+    client = MlflowClient(cfg.mlflow_tracking_uri)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["raylane.kind"] == "sweep"
+    children = _children(cfg, parent.info.run_id)
+    assert {c.info.status for c in children} == {"FINISHED"}  # none RUNNING, none failed
+    for c in children:
+        outcome, epochs = c.data.tags["raylane.outcome"], int(c.data.tags["raylane.epochs"])
+        assert outcome == ("completed" if epochs == 3 else "stopped_early")
+        for key in ("train.learning_rate", "model.dropout", "model.hidden_layers", "train.epochs"):
+            assert key in c.data.params, key
+        assert c.data.params["train.epochs"] == "3"  # tune.scheduler.max_t
+        steps = {m.step for m in client.get_metric_history(c.info.run_id, "val_roc_auc")}
+        # every epoch Tune saw is in MLflow; a trial stopped by ASHA may have logged one more epoch
+        # before it was stopped, never more than max_t
+        assert set(range(epochs)) <= steps <= set(range(3))
+    # the sampled parameters differ between trials (random search)
+    assert len({c.data.params["train.learning_rate"] for c in children}) == 8
+
+
+def test_resume_after_the_driver_was_killed(swept: Swept) -> None:
+    """Finished trials were not run again; the interrupted one continued from its checkpoint."""
+    from mlflow import MlflowClient
+
+    cfg = swept.cfg
+    client = MlflowClient(cfg.mlflow_tracking_uri)
+    assert swept.state_at_kill["status"] == "running"
+    assert "resuming sweep eight" in swept.printed or "sweep eight" in swept.printed
+    children = {c.info.run_id: c for c in _children(cfg, swept.parent.info.run_id)}
+    assert len(children) == 8  # no trial was added or run twice
+    for run_id, end_time in swept.finished_before_kill.items():
+        assert children[run_id].info.end_time == end_time  # not run again
+    resumed = [r for r in children if any(m.value >= 0 for m in client.get_metric_history(r, "resumed_from"))]
+    assert resumed, "no trial continued from its checkpoint"
+    assert latest_sweep(cfg, unfinished=True) is None
+
+
+def test_a_sweep_needs_a_search_space(project: ProjectConfig) -> None:
+    from raylane.errors import UserError
+
+    empty = ProjectConfig.model_validate({**project.model_dump(mode="json"), "tune": {"space": {}}})
+    with pytest.raises(UserError, match=r"tune\.space is empty"):
+        sweep(empty)
+
+
+def test_resume_reclaims_placement_groups_left_by_a_dead_driver(ray_runtime: Any) -> None:
+    """A placement group that outlived its (dead) sweep driver is removed; live drivers are refused."""
+    import ray
+    from ray.util.placement_group import placement_group_table
+
+    from raylane.errors import UserError
+    from raylane.sweep import _reclaim
+
+    child = (
+        "import ray, sys, time\n"
+        f"ray.init(address={ray_runtime.address!r})\n"
+        "from ray.util.placement_group import placement_group\n"
+        "pg = placement_group([{'CPU': 1}], lifetime='detached')\n"
+        "ray.get(pg.ready())\n"
+        "print(ray.get_runtime_context().get_job_id(), pg.id.hex(), flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    driver = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+    try:
+        job, pg = driver.stdout.readline().split()  # type: ignore[union-attr]
+        with pytest.raises(UserError, match=f"still running in Ray job {job}"):
+            _reclaim([job], "test")
+    finally:
+        driver.kill()
+        driver.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            _reclaim([job], "test")
+            break
+        except UserError:  # the cluster has not noticed the driver's death yet
+            time.sleep(0.5)
+    time.sleep(0.5)
+    assert placement_group_table()[pg]["state"] == "REMOVED"
+    assert ray.available_resources().get("CPU", 0) >= 1
