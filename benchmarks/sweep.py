@@ -8,7 +8,7 @@ random search runs every trial to ``max_t`` epochs (FIFO), ASHA stops weak trial
 - sweep overhead: the trials phase's wall time over (sum of trial times / concurrency)
   (target <= 1.3); the whole command (training set, preprocessing, registration) reported apart.
 
-Run: `.venv/bin/python benchmarks/sweep.py [--size small] [--samples 8] [--max-t 6]`.
+Run: `.venv/bin/python benchmarks/sweep.py [--size small] [--samples 12] [--max-t 6] [--reduction-factor 3]`.
 """
 
 from __future__ import annotations
@@ -25,13 +25,15 @@ from raylane.sweep import SweepResult, sweep
 from raylane.testing import example_project
 
 
-def run(root: Path, size: str, samples: int, max_t: int, scheduler: str, concurrency: int | None) -> SweepResult:
+def run(
+    root: Path, size: str, samples: int, max_t: int, reduction: float, scheduler: str, concurrency: int | None
+) -> SweepResult:
     overrides = [
         f"tune.num_samples={samples}",
         f"tune.scheduler.type={scheduler}",
         f"tune.scheduler.max_t={max_t}",
         "tune.scheduler.grace_period=1",
-        "tune.scheduler.reduction_factor=2",
+        f"tune.scheduler.reduction_factor={reduction}",
         "train.early_stopping=null",  # only the scheduler stops trials early here
         f"registry.model_name=bench_{scheduler}",
         f"backends.mlflow.experiment=bench-{scheduler}",
@@ -47,7 +49,8 @@ def run(root: Path, size: str, samples: int, max_t: int, scheduler: str, concurr
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="small")
-    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--samples", type=int, default=12)
+    parser.add_argument("--reduction-factor", type=float, default=3.0, help="ASHA's halving rate.")
     parser.add_argument("--max-t", type=int, default=6)
     parser.add_argument("--concurrency", type=int, default=None, help="Trials at once (default: sized to the CPUs).")
     args = parser.parse_args()
@@ -56,11 +59,20 @@ def main() -> None:
         for scheduler in ("fifo", "asha"):
             started = time.perf_counter()
             results[scheduler] = run(
-                Path(tmp) / scheduler, args.size, args.samples, args.max_t, scheduler, args.concurrency
+                Path(tmp) / scheduler,
+                args.size,
+                args.samples,
+                args.max_t,
+                args.reduction_factor,
+                scheduler,
+                args.concurrency,
             )
             print(f"{scheduler}: {time.perf_counter() - started:.0f}s", flush=True)
     rand, asha = results["fifo"], results["asha"]
-    print(f"\nsweep benchmark: {args.samples} trials, max_t {args.max_t}, size {args.size}")
+    print(
+        f"\nsweep benchmark: {args.samples} trials, max_t {args.max_t}, grace 1, reduction factor"
+        f" {args.reduction_factor:g}, size {args.size}"
+    )
     print(f"{'':28s}{'random (fifo)':>16s}{'asha':>12s}")
     print(f"{'best val_' + rand.metric:28s}{rand.best.best:16.4f}{asha.best.best:12.4f}")
     print(

@@ -35,6 +35,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -46,7 +47,16 @@ from raylane.config import ProjectConfig
 from raylane.errors import RaylaneError, UserError
 from raylane.train import Prepared, TrainResult, ensure_experiment, finish, log_run_header, make_trainer, prepare
 
-__all__ = ["SweepProgress", "SweepResult", "TrialSummary", "concurrency", "latest_sweep", "search_space", "sweep"]
+__all__ = [
+    "SweepInterrupted",
+    "SweepProgress",
+    "SweepResult",
+    "TrialSummary",
+    "concurrency",
+    "latest_sweep",
+    "search_space",
+    "sweep",
+]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +65,12 @@ _STATE = "sweep.json"
 # takes no CPU (Tune needs some resource in a trial's bundle: one byte of memory).
 _BEST_PATH, _BEST_SCORE = "best_checkpoint_path", "best_checkpoint_score"  # in a trial's final report
 _TRIAL_RESOURCES: dict[str, float] = {"cpu": 0, "memory": 1}
+
+
+class SweepInterrupted(UserError):
+    """The sweep was interrupted (Ctrl-C) before every trial ended; it can be resumed."""
+
+    exit_code = 130
 
 
 @dataclass
@@ -384,8 +400,8 @@ def sweep(
     """Run (or resume) a sweep of ``cfg.tune`` and register its best model. Needs Ray.
 
     Args:
-        cfg: The project. On resume, the config recorded when the sweep started is used, and a
-            different one is an error.
+        cfg: The project. A resume needs the config the sweep started with (``backends.ray``
+            may differ) and the same training data.
         name: The sweep's name (a new unique one when omitted; the latest unfinished one on resume).
         resume: Continue an interrupted sweep: finished trials are kept, unfinished ones resume.
         register: Register the best trial's model and run the promotion gate.
@@ -394,7 +410,9 @@ def sweep(
         verbose: Let Ray Tune print its own output.
 
     Raises:
-        UserError: nothing to resume, the sweep already finished, or a resume with another config.
+        UserError: a bad name, nothing to resume, the sweep already finished or still running, or a
+            resume with another config or other data.
+        SweepInterrupted: Ctrl-C; the state is saved for a resume.
         ClusterError: the cluster can never hold one trial's workers.
     """
     import mlflow
@@ -408,6 +426,8 @@ def sweep(
             "tune.space is empty: a sweep needs at least one parameter to search",
             fix="add e.g. `train.learning_rate: {type: loguniform, low: 0.0003, high: 0.01}` under tune.space",
         )
+    if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name):
+        raise UserError(f"sweep name {name!r} is not allowed", fix="use letters, digits, `_`, `.` and `-` (up to 100)")
     state_file: Path
     if resume:
         name = name or latest_sweep(cfg, unfinished=True)
@@ -444,6 +464,12 @@ def sweep(
     prep = prepare(cfg, step=step)
     experiment = ensure_experiment(cfg)
     client = MlflowClient(tracking_uri=cfg.mlflow_tracking_uri)
+    data_hash = prep.lineage.get("data_hash")
+    if state.setdefault("data_hash", data_hash) != data_hash:
+        raise UserError(
+            f"the training data changed since sweep {name!r} started (data hash {state['data_hash']} → {data_hash})",
+            fix="resume only on the data the sweep started with, or start a new sweep",
+        )
     if "parent_run_id" not in state:
         with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=name) as parent:
             log_run_header(cfg, prep.lineage, {"raylane.kind": "sweep", "raylane.sweep": name})
@@ -522,6 +548,19 @@ def sweep(
     tune_seconds = time.perf_counter() - tune_started
 
     trials = _summaries(cfg, results, client, experiment.experiment_id, name, val_key, mode)
+    # Tune marks every trial that ended `done` (finished or stopped by the scheduler), or errored.
+    unfinished = [r for r in results if not (r.error or (r.metrics or {}).get("done"))]
+    if unfinished or len(results) < planned_trials(cfg):  # Ctrl-C: Tune saved its state and returned early
+        stopped = {str((r.metrics or {}).get("trial_id")) for r in unfinished}
+        for t in trials:
+            if t.run_id is not None and t.trial_id in stopped:
+                client.set_terminated(t.run_id, status="KILLED")
+        client.set_terminated(parent_run_id, status="KILLED")
+        raise SweepInterrupted(
+            f"sweep {name} interrupted with {len(results) - len(unfinished)} of {planned_trials(cfg)} trials done;"
+            " its state is saved",
+            fix=f"`raylane sweep CONFIG --resume --name {name}` continues it",
+        )
     scored = [t for t in trials if t.best is not None and not math.isnan(t.best)]
     if not scored:
         client.set_terminated(parent_run_id, status="FAILED")

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -236,3 +237,48 @@ def test_resume_reclaims_placement_groups_left_by_a_dead_driver(ray_runtime: Any
     time.sleep(0.5)
     assert placement_group_table()[pg]["state"] == "REMOVED"
     assert ray.available_resources().get("CPU", 0) >= 1
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_the_sweep_for_a_resume(project: ProjectConfig, ray_runtime: Any, tmp_path: Path) -> None:
+    """SIGINT (Ctrl-C) to the driver: exit 130 with how to resume, runs marked KILLED, nothing registered."""
+    import json
+
+    from mlflow import MlflowClient
+
+    cfg = project
+    sets = [*SMALL, "tune.num_samples=2", "registry.model_name=interrupted"]
+    sets += [
+        f"backends.ray.address={ray_runtime.address}",
+        f"backends.ray.auth_token_file={os.environ['RAY_AUTH_TOKEN_PATH']}",
+    ]
+    env = {**os.environ, "CHURN_DATA": str(cfg.data.sources[0].path.parent), "RAYLANE_STORAGE": str(cfg.storage_root)}
+    cmd = [sys.executable, "-m", "raylane", "sweep", str(example_config_path()), "--name", "ctrl-c"]
+    cmd += [a for s in sets for a in ("--set", s)]
+    state_file = cfg.storage_root / "sweeps" / "ctrl-c" / "sweep.json"
+    client = MlflowClient(cfg.mlflow_tracking_uri)
+    with (tmp_path / "driver.log").open("w") as log:
+        driver = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
+                if state_file.exists():
+                    children = _children(cfg, json.loads(state_file.read_text())["parent_run_id"])
+                    if any(client.get_metric_history(c.info.run_id, "val_roc_auc") for c in children):
+                        break
+                time.sleep(0.5)
+            driver.send_signal(signal.SIGINT)
+            code = driver.wait(timeout=120)
+        finally:
+            if driver.poll() is None:
+                driver.kill()
+    printed = (tmp_path / "driver.log").read_text()
+    assert code == 130, printed[-3000:]
+    assert "sweep ctrl-c interrupted" in printed and "--resume --name ctrl-c" in printed
+    state = json.loads(state_file.read_text())
+    assert state["status"] == "running"
+    assert client.get_run(state["parent_run_id"]).info.status == "KILLED"
+    assert "RUNNING" not in {c.info.status for c in _children(cfg, state["parent_run_id"])}
+    named = cfg.model_copy(update={"registry": cfg.registry.model_copy(update={"model_name": "interrupted"})})
+    assert Registry(named).versions() == []  # an interrupted sweep registers nothing
