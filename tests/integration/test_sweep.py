@@ -23,11 +23,13 @@ from raylane.registry import Registry
 from raylane.sweep import latest_sweep, sweep
 from raylane.testing import example_config_path, example_project
 
-# Small and quick: 2 trials at a time on the 2-CPU test cluster, ASHA may stop trials after 1 epoch.
+# Small and quick: 2 trials at a time on the 2-CPU test cluster; ASHA may stop trials after 1, 2 or
+# 4 epochs of MAX_T (long enough that a trial past 2 epochs is surely still training when killed).
+MAX_T = 6
 SMALL = [
     "train.batch_size=128",
     "train.early_stopping=null",
-    "tune.scheduler.max_t=3",
+    f"tune.scheduler.max_t={MAX_T}",
     "tune.scheduler.grace_period=1",
     "tune.max_concurrent_trials=2",
     "registry.promotion.floor=null",
@@ -57,7 +59,7 @@ def project(ray_runtime: object, tmp_path_factory: pytest.TempPathFactory) -> Pr
 @pytest.fixture(scope="module")
 def swept(project: ProjectConfig, ray_runtime: Any, tmp_path_factory: pytest.TempPathFactory) -> Swept:
     """An 8-trial sweep whose driver is SIGKILLed midway (after at least two trials finished, while
-    another is between epochs), then resumed through the CLI, whose output is kept."""
+    another has trained 2 of its epochs), then resumed through the CLI, whose output is kept."""
     import contextlib
     import io
     import json
@@ -85,16 +87,17 @@ def swept(project: ProjectConfig, ray_runtime: Any, tmp_path_factory: pytest.Tem
             cmd, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
-            deadline = time.monotonic() + 600
+            deadline = time.monotonic() + 900
             while not finished and time.monotonic() < deadline:
                 assert driver.poll() is None, logfile.read_text()[-3000:]
                 if state_file.exists():
                     children = _children(cfg, json.loads(state_file.read_text())["parent_run_id"])
                     done = {c.info.run_id: c.info.end_time for c in children if c.info.status == "FINISHED"}
-                    midway = [
+                    midway = [  # past ASHA's rungs at 1 and 2 epochs, still before the one at 4
                         c
                         for c in children
-                        if c.info.status == "RUNNING" and client.get_metric_history(c.info.run_id, "val_roc_auc")
+                        if c.info.status == "RUNNING"
+                        and 2 <= len(client.get_metric_history(c.info.run_id, "val_roc_auc")) <= 3
                     ]
                     if len(done) >= 2 and midway:
                         finished = done
@@ -151,7 +154,7 @@ def test_a_sweep_of_eight_trials_registers_its_best_trial(swept: Swept) -> None:
     assert "train.learning_rate=" in printed and "model.hidden_layers=" in printed
     # ASHA's budget: no trial runs past max_t epochs
     epochs = [int(c.data.tags["raylane.epochs"]) for c in children]
-    assert all(1 <= e <= 3 for e in epochs)
+    assert all(1 <= e <= MAX_T for e in epochs)
 
 
 def test_every_trial_is_a_finished_child_run_with_params_and_epoch_metrics(swept: Swept) -> None:
@@ -165,14 +168,14 @@ def test_every_trial_is_a_finished_child_run_with_params_and_epoch_metrics(swept
     assert {c.info.status for c in children} == {"FINISHED"}  # none RUNNING, none failed
     for c in children:
         outcome, epochs = c.data.tags["raylane.outcome"], int(c.data.tags["raylane.epochs"])
-        assert outcome == ("completed" if epochs == 3 else "stopped_early")
+        assert outcome == ("completed" if epochs == MAX_T else "stopped_early")
         for key in ("train.learning_rate", "model.dropout", "model.hidden_layers", "train.epochs"):
             assert key in c.data.params, key
-        assert c.data.params["train.epochs"] == "3"  # tune.scheduler.max_t
+        assert c.data.params["train.epochs"] == str(MAX_T)  # tune.scheduler.max_t
         steps = {m.step for m in client.get_metric_history(c.info.run_id, "val_roc_auc")}
         # every epoch Tune saw is in MLflow; a trial stopped by ASHA may have logged one more epoch
         # before it was stopped, never more than max_t
-        assert set(range(epochs)) <= steps <= set(range(3))
+        assert set(range(epochs)) <= steps <= set(range(MAX_T))
     # the sampled parameters differ between trials (random search)
     assert len({c.data.params["train.learning_rate"] for c in children}) == 8
 
