@@ -570,12 +570,9 @@ def sweep(
     best_result = next(r for r in results if (r.metrics or {}).get("trial_id") == best.trial_id)
     checkpoint = _best_checkpoint(best_result, val_key, mode)
     best_cfg = trial_config(cfg, best.params)
-    result = None
     assert best.run_id is not None
     with mlflow.start_run(run_id=best.run_id):
-        mlflow.set_tags({f"raylane.{k}": v for k, v in prep.lineage.items()})
-        mlflow.log_dict(json.loads(best_cfg.model_dump_json()), "config/project.json")
-        mlflow.log_text(best_cfg.to_yaml(), "config/project.yaml")
+        log_run_header(best_cfg, prep.lineage, params=False)  # the trial logged its parameters
         result = finish(
             best_cfg,
             prep,

@@ -442,12 +442,15 @@ def finish(
     return result
 
 
-def log_run_header(cfg: ProjectConfig, lineage: dict[str, str], extra_tags: dict[str, str] | None = None) -> None:
-    """Lineage tags, flat parameters and the resolved config of the active MLflow run."""
+def log_run_header(
+    cfg: ProjectConfig, lineage: dict[str, str], extra_tags: dict[str, str] | None = None, *, params: bool = True
+) -> None:
+    """Lineage tags, flat parameters (unless already logged) and the resolved config of the active MLflow run."""
     import mlflow
 
     mlflow.set_tags({**{f"raylane.{k}": v for k, v in lineage.items()}, **(extra_tags or {})})
-    mlflow.log_params(_flat_params(cfg))
+    if params:
+        mlflow.log_params(_flat_params(cfg))
     mlflow.log_dict(json.loads(cfg.model_dump_json()), "config/project.json")
     mlflow.log_text(cfg.to_yaml(), "config/project.yaml")
 
