@@ -339,12 +339,33 @@ class AutoscalingConfig(_Model):
     upscale_delay_s: float = Field(5.0, ge=0, description="Seconds above target before scaling up.")
     downscale_delay_s: float = Field(30.0, ge=0, description="Seconds below target before scaling down.")
 
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"`min_replicas` ({self.min_replicas}) must not exceed `max_replicas` ({self.max_replicas})"
+            )
+        return self
+
 
 class BatchingConfig(_Model):
     """`@serve.batch` settings."""
 
-    max_batch_size: int = Field(32, ge=1, description="Largest batch.")
-    batch_wait_timeout_s: float = Field(0.005, ge=0, description="Longest wait to fill a batch.")
+    enabled: bool = Field(True, description="Batch entities across requests; off scores each request alone.")
+    max_batch_size: int = Field(32, ge=1, description="Most entities scored together.")
+    batch_wait_timeout_s: float = Field(
+        0.0,
+        ge=0,
+        description="Longest wait to fill a batch; 0 batches what queued while the last batch ran (no added latency).",
+    )
+
+
+class InferenceLogConfig(_Model):
+    """The inference log: every prediction and every feedback label, as parquet under the storage root."""
+
+    enabled: bool = Field(True, description="Write the inference log.")
+    flush_rows: int = Field(1000, ge=1, description="A replica writes a file after this many rows…")
+    flush_seconds: float = Field(2.0, gt=0, description="…or after this long.")
 
 
 class AuthConfig(_Model):
@@ -367,8 +388,17 @@ class ServeConfig(_Model):
     batching: BatchingConfig = Field(default_factory=BatchingConfig, description="Batching.")
     auth: AuthConfig = Field(default_factory=AuthConfig, description="API key authentication.")
     max_body_bytes: int = Field(1 << 20, ge=1, description="Larger request bodies get 413.")
-    max_entities_per_request: int = Field(256, ge=1, description="Largest batch in one /predict.")
+    max_entities_per_request: int = Field(256, ge=1, description="Most entities in one /predict.")
     request_timeout_s: float = Field(10.0, gt=0, description="Requests running longer get 504.")
+    retry_after_s: float = Field(1.0, ge=0, description="`Retry-After` of a 503 answered under backpressure.")
+    model_alias: str = Field("champion", description="The registry alias served; replicas follow it when it moves.")
+    model_poll_s: float = Field(2.0, gt=0, description="How often replicas check where the alias points.")
+    unknown_entity: Literal["reject", "impute"] = Field(
+        "reject",
+        description="An entity the online store has no features for: `reject` answers 404 naming it;"
+        " `impute` predicts with the features missing (as training treated nulls).",
+    )
+    inference_log: InferenceLogConfig = Field(default_factory=InferenceLogConfig, description="Inference log.")
 
 
 class DriftConfig(_Model):

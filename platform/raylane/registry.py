@@ -103,9 +103,12 @@ class Registry:
         """Download a version's bundle and load it (no unpickling)."""
         import mlflow
 
+        # Resolved through this registry's client: a `models:/` URI would go through MLflow's global
+        # registry URI, which a fresh process (a Serve replica) has not set.
+        source = self.client.get_model_version_download_uri(self.name, version)
         with tempfile.TemporaryDirectory(prefix="raylane-model-") as tmp:
             local = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{self.name}/{version}", dst_path=tmp, tracking_uri=self.cfg.mlflow_tracking_uri
+                artifact_uri=source, dst_path=tmp, tracking_uri=self.cfg.mlflow_tracking_uri
             )
             return ModelBundle.load(Path(local) / "artifacts" / "bundle")
 

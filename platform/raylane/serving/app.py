@@ -1,0 +1,305 @@
+"""The Ray Serve deployment that answers a project's HTTP API (FastAPI ingress).
+
+``POST /predict`` → API key → content type, body size, UTF-8 → pydantic models generated from the
+feature schema → `@serve.batch` across concurrent requests → one Feast online lookup per batch →
+the model's saved preprocessing and weights → the answer, while the rows go to the inference log
+off the request path. ``POST /feedback`` appends a label to the log; ``GET /healthz`` and
+``GET /metadata`` describe the replica and its model; OpenAPI is at ``/docs``.
+
+Model swaps: every replica checks where ``serve.model_alias`` (``champion``) points every
+``serve.model_poll_s`` seconds; when it moved, the replica loads the new version beside the old one
+and switches the reference. A request is scored by the model it started with, so none is dropped
+or answered by two versions. A version that cannot be loaded (missing features, broken artifact)
+is logged and the replica keeps serving the one it has.
+
+Every answer to bad input is a 4xx whose message names the field and the fix; nothing a client
+sends makes the replica raise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ray import serve
+
+__all__ = ["ApiError", "Predictor"]
+
+log = logging.getLogger("ray.serve")
+
+
+class ApiError(Exception):
+    """An HTTP error answer: status, a message naming what was wrong, and per-field problems."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        errors: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.errors = errors or []
+        self.headers = headers or {}
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    version: str
+    run_id: str
+    tags: dict[str, str]
+    bundle: Any  # raylane.bundle.ModelBundle
+    loaded_at: str
+
+
+@dataclass
+class Scored:
+    prediction: Any
+    probabilities: list[float] | None
+    features: dict[str, Any]
+    known: bool
+    version: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@serve.deployment
+@serve.ingress()
+class Predictor:
+    """One replica of a project's prediction service."""
+
+    async def __init__(self, config: dict[str, Any], api_key_sha256: str | None) -> None:  # type: ignore[misc]
+        import torch
+
+        from raylane.config import ProjectConfig
+        from raylane.features import FeatureRepo
+        from raylane.registry import Registry
+        from raylane.serving.inference_log import LogWriter, feedback_schema, log_dir, prediction_schema
+        from raylane.serving.schemas import Schemas
+
+        torch.set_num_threads(1)  # a small MLP per batch: threads cost more than they give
+        self.cfg = cfg = ProjectConfig.model_validate(config)
+        self.serve_cfg = cfg.serve
+        self.key = cfg.entity.join_key
+        self.schemas = Schemas(cfg)
+        self.feature_names = list(self.schemas.feature_dtypes)
+        self.online = FeatureRepo(cfg).online()
+        self.registry = Registry(cfg)
+        self._key_hash = api_key_sha256
+        # Feast's SQLite connection and MLflow's client stay on one thread each.
+        self._score_pool = ThreadPoolExecutor(1, thread_name_prefix="raylane-score")
+        self._io_pool = ThreadPoolExecutor(1, thread_name_prefix="raylane-io")
+        self.replica = serve.get_replica_context().replica_tag if _in_serve() else "local"
+        self.model = self._load(self.registry.version(f"@{cfg.serve.model_alias}"))
+        writer_id = hashlib.sha1(f"{self.replica}{uuid.uuid4()}".encode()).hexdigest()[:10]
+        rows = cfg.serve.inference_log.flush_rows
+        self.predictions = LogWriter(
+            log_dir(cfg) / "predictions", prediction_schema(cfg), flush_rows=rows, writer_id=writer_id
+        )
+        self.feedback = LogWriter(log_dir(cfg) / "feedback", feedback_schema(cfg), flush_rows=rows, writer_id=writer_id)
+        self._flush_due = asyncio.Event()
+        batcher: Any = self._infer
+        batcher.set_max_batch_size(cfg.serve.batching.max_batch_size)
+        batcher.set_batch_wait_timeout_s(cfg.serve.batching.batch_wait_timeout_s)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._follow_alias()), loop.create_task(self._flush_loop())]
+        self.started = datetime.now(UTC).isoformat(timespec="seconds")
+        self.served = 0
+
+    def __serve_build_asgi_app__(self) -> Any:
+        from raylane.serving.api import build_api
+
+        return build_api(self)
+
+    # ----- the model
+
+    def _load(self, mv: Any) -> LoadedModel:
+        bundle = self.registry.load_bundle(str(mv.version))
+        missing = sorted(set(bundle.features) - set(self.feature_names))
+        if missing:
+            raise RuntimeError(f"model version {mv.version} needs features the project no longer serves: {missing}")
+        return LoadedModel(
+            name=self.registry.name,
+            version=str(mv.version),
+            run_id=str(mv.run_id),
+            tags=dict(mv.tags),
+            bundle=bundle,
+            loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+
+    async def _follow_alias(self) -> None:
+        """Switch to the version the alias points at, whenever it moves."""
+        loop = asyncio.get_running_loop()
+        alias = self.serve_cfg.model_alias
+        while True:
+            await asyncio.sleep(self.serve_cfg.model_poll_s)
+            try:
+                mv = await loop.run_in_executor(self._io_pool, self.registry.version, f"@{alias}")
+                if str(mv.version) != self.model.version:
+                    new = await loop.run_in_executor(self._io_pool, self._load, mv)
+                    old, self.model = self.model.version, new
+                    log.info("raylane: %s moved, serving version %s (was %s)", alias, new.version, old)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the registry is unreachable or the version broken: keep the current model
+                log.warning(
+                    "raylane: cannot follow alias %s; still serving version %s",
+                    alias,
+                    self.model.version,
+                    exc_info=True,
+                )
+
+    # ----- scoring
+
+    async def score(self, rows: list[Any]) -> tuple[LoadedModel, list[Scored]]:
+        """Score validated entities with the model current at the call."""
+        model = self.model
+        if self.serve_cfg.batching.enabled:
+            scored = await asyncio.gather(*(self._infer((model, row)) for row in rows))
+        else:
+            loop = asyncio.get_running_loop()
+            scored = await loop.run_in_executor(self._score_pool, self._score, model, rows)
+        self.served += len(rows)
+        return model, list(scored)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _infer(self, items: list[tuple[LoadedModel, Any]]) -> list[Scored]:
+        loop = asyncio.get_running_loop()
+        out: list[Scored | None] = [None] * len(items)
+        groups: dict[str, list[int]] = {}
+        for i, (m, _) in enumerate(items):
+            groups.setdefault(m.version, []).append(i)
+        for indices in groups.values():  # one group, unless the model swapped mid-batch
+            model = items[indices[0]][0]
+            scored = await loop.run_in_executor(self._score_pool, self._score, model, [items[i][1] for i in indices])
+            for i, s in zip(indices, scored, strict=True):
+                out[i] = s
+        return [s for s in out if s is not None]
+
+    def _score(self, model: LoadedModel, rows: list[Any]) -> list[Scored]:
+        """One online lookup for the rows' entities, request-time values on top, then the model."""
+        import pandas as pd
+
+        keys = [getattr(r, self.key) for r in rows]
+        looked = self.online.get(keys)
+        given = [r.model_dump(exclude_none=True, exclude={self.key}) for r in rows]
+        frame = pd.DataFrame({f: looked[f] for f in self.feature_names}, dtype=object)
+        known = [
+            any(looked[f][i] is not None for f in self.feature_names) or len(given[i]) == len(self.feature_names)
+            for i in range(len(rows))
+        ]
+        for i, values in enumerate(given):
+            for name, value in values.items():
+                frame.at[i, name] = value
+        pred = model.bundle.predict(frame)
+        pre = model.bundle.pre
+        records: list[dict[str, Any]] = [{str(k): v for k, v in r.items()} for r in frame.to_dict("records")]
+        out = []
+        for i in range(len(rows)):
+            if pre.task == "multiclass":
+                probs = [float(p) for p in pred[i]]
+                best = max(range(len(probs)), key=probs.__getitem__)
+                out.append(Scored(str(pre.classes[best]), probs, records[i], known[i], model.version))
+            else:
+                out.append(Scored(float(pred[i]), None, records[i], known[i], model.version))
+        return out
+
+    # ----- the inference log
+
+    def log_predictions(self, request_id: str, model: LoadedModel, rows: list[Any], scored: list[Scored]) -> None:
+        if not self.serve_cfg.inference_log.enabled:
+            return
+        now = datetime.now(UTC)
+        due = self.predictions.append(
+            [
+                {
+                    "request_id": request_id,
+                    "ts": now,
+                    "model_name": model.name,
+                    "model_version": model.version,
+                    self.key: getattr(row, self.key),
+                    **s.features,
+                    "prediction": s.prediction,
+                    **({"probabilities": s.probabilities} if s.probabilities is not None else {}),
+                }
+                for row, s in zip(rows, scored, strict=True)
+            ]
+        )
+        if due:
+            self._flush_due.set()
+
+    def log_feedback(self, item: Any) -> None:
+        row = {
+            "request_id": item.request_id,
+            "ts": datetime.now(UTC),
+            self.key: getattr(item, self.key),
+            "label": item.label,
+        }
+        if self.feedback.append([row]):
+            self._flush_due.set()
+
+    def flush(self) -> int:
+        return self.predictions.flush() + self.feedback.flush()
+
+    async def _flush_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flush_due.wait(), self.serve_cfg.inference_log.flush_seconds)
+            self._flush_due.clear()
+            try:
+                await loop.run_in_executor(self._io_pool, self.flush)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a full disk must not take serving down; the rows stay buffered
+                log.exception("raylane: cannot write the inference log")
+
+    # ----- Serve hooks
+
+    def authorize(self, headers: Any) -> None:
+        """401 without an API key, 403 with a wrong one; nothing when no key is configured."""
+        if self._key_hash is None:
+            return
+        given = headers.get("x-api-key")
+        auth = headers.get("authorization", "")
+        if not given and auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        if not given:
+            raise ApiError(
+                401,
+                "an API key is required: send it in the X-API-Key header (or `Authorization: Bearer <key>`)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if not hmac.compare_digest(hashlib.sha256(given.encode()).hexdigest(), self._key_hash):
+            raise ApiError(403, "the API key is not valid for this service")
+
+    async def check_health(self) -> None:
+        for task in self._tasks:
+            if task.done():
+                raise RuntimeError(f"a background task of the replica ended: {task}")
+
+    async def __del__(self) -> None:
+        for task in getattr(self, "_tasks", []):
+            task.cancel()
+        if hasattr(self, "predictions"):
+            written = self.flush()  # graceful shutdown: nothing buffered is lost
+            log.info("raylane: wrote %d buffered log rows at shutdown", written)
+
+
+def _in_serve() -> bool:
+    try:
+        serve.get_replica_context()
+    except Exception:
+        return False
+    return True

@@ -1,0 +1,335 @@
+"""Deploy, inspect and stop a project's Ray Serve application; an HTTP client for it.
+
+`deploy` checks what serving needs before Ray is asked for anything (a model behind the alias, the
+Feast repo applied, the API key readable), starts Serve's HTTP proxy on ``serve.host:serve.port``
+(127.0.0.1 by default) and runs the `Predictor` application with the config's autoscaling,
+``max_ongoing_requests`` and ``max_queued_requests`` (503 with ``Retry-After`` beyond it). Running
+it again with a changed config rolls the replicas over without dropping requests.
+
+A record of the deployment is kept in ``<storage_root>/serve/deployment.json``: `status` and
+`shutdown` find the application through it (its URL, the Ray cluster's address, and the process
+that holds an embedded Ray up, if any).
+
+Security: the API key is never sent to Ray. The replicas receive its SHA-256 digest and compare
+digests in constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+from raylane.config import ProjectConfig
+from raylane.errors import UserError
+
+__all__ = ["Client", "Deployment", "api_key", "deploy", "read_record", "shutdown", "status", "undeploy"]
+
+
+class ServeError(UserError):
+    """Serving cannot start or be reached as configured."""
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What `deploy` started."""
+
+    app: str
+    url: str
+    model_name: str
+    model_version: str
+    ray_address: str
+    embedded: bool
+    pid: int
+    deployed_at: str
+
+
+def record_path(cfg: ProjectConfig) -> Path:
+    return cfg.storage_root / "serve" / "deployment.json"
+
+
+def read_record(cfg: ProjectConfig) -> Deployment | None:
+    path = record_path(cfg)
+    if not path.exists():
+        return None
+    return Deployment(**json.loads(path.read_text()))
+
+
+def url(cfg: ProjectConfig) -> str:
+    prefix = cfg.serve.route_prefix.rstrip("/")
+    return f"http://{cfg.serve.host}:{cfg.serve.port}{prefix}"
+
+
+def api_key(cfg: ProjectConfig) -> str | None:
+    """The configured API key, or None when auth is off; a clear error when it cannot be read."""
+    auth = cfg.serve.auth
+    if auth.api_key_env:
+        value = os.environ.get(auth.api_key_env, "").strip()
+        if value:
+            return value
+        if auth.api_key_file is None:
+            raise ServeError(
+                f"serve.auth.api_key_env names ${auth.api_key_env}, which is not set or empty",
+                fix=f"export {auth.api_key_env}=<key> (e.g. `openssl rand -hex 32`), or set serve.auth.api_key_file",
+            )
+    if auth.api_key_file is not None:
+        try:
+            value = auth.api_key_file.read_text().strip()
+        except OSError as exc:
+            raise ServeError(
+                f"serve.auth.api_key_file {auth.api_key_file} cannot be read: {exc.strerror}",
+                fix="write the key into that file (chmod 600), or fix the path",
+            ) from None
+        if not value:
+            raise ServeError(f"serve.auth.api_key_file {auth.api_key_file} is empty", fix="write the key into it")
+        if os.name == "posix" and auth.api_key_file.stat().st_mode & 0o077:
+            raise ServeError(
+                f"serve.auth.api_key_file {auth.api_key_file} can be read by other users",
+                fix=f"chmod 600 {auth.api_key_file}",
+            )
+        return value
+    return None
+
+
+def _preflight(cfg: ProjectConfig) -> Any:
+    """Fail before Ray is asked anything: a model behind the alias, features online, a readable key."""
+    from raylane.features import FeatureRepo
+    from raylane.registry import Registry, RegistryError
+
+    api_key(cfg)
+    try:
+        mv = Registry(cfg).version(f"@{cfg.serve.model_alias}")
+    except RegistryError:
+        raise ServeError(
+            f"registered model {cfg.model_name!r} has no version with alias {cfg.serve.model_alias!r} to serve",
+            fix="train and promote one first: `raylane train CONFIG` (the gate promotes it), "
+            "or `raylane registry promote CONFIG VERSION`",
+        ) from None
+    FeatureRepo(cfg).online()  # raises when `raylane features apply` was never run
+    return mv
+
+
+def build(cfg: ProjectConfig) -> Any:
+    """The Serve application of the project, from its config (not deployed)."""
+    from ray.serve.config import BackpressureConfig
+
+    from raylane.serving.app import Predictor
+
+    key = api_key(cfg)
+    s = cfg.serve
+    a = s.autoscaling
+    deployment = cast(Any, Predictor).options(
+        name="Predictor",
+        max_ongoing_requests=s.max_ongoing_requests,
+        max_queued_requests=s.max_queued_requests,
+        backpressure_config=BackpressureConfig(status_code=503, retry_after_s=s.retry_after_s),
+        autoscaling_config={
+            "min_replicas": a.min_replicas,
+            "initial_replicas": max(a.min_replicas, 1),
+            "max_replicas": a.max_replicas,
+            "target_ongoing_requests": a.target_ongoing_requests,
+            "upscale_delay_s": a.upscale_delay_s,
+            "downscale_delay_s": a.downscale_delay_s,
+        },
+        ray_actor_options={"num_cpus": s.num_cpus_per_replica},
+        health_check_period_s=5,
+        graceful_shutdown_timeout_s=max(10.0, s.request_timeout_s + 5),
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest() if key else None
+    return deployment.bind(cfg.model_dump(mode="json"), digest)
+
+
+def deploy(cfg: ProjectConfig, *, embedded: bool = False) -> Deployment:
+    """Deploy (or update in place) the project's application on the Ray this process is connected to.
+
+    Args:
+        embedded: Ray lives in this process (local mode): the service stops when it exits.
+    """
+    import ray
+    from ray import serve
+    from ray.serve.config import HTTPOptions
+
+    mv = _preflight(cfg)
+    s = cfg.serve
+    serve.start(
+        http_options=HTTPOptions(host=s.host, port=s.port, request_timeout_s=s.request_timeout_s + 5),
+        logging_config={"log_level": "WARNING"},
+    )
+    try:
+        serve.run(
+            build(cfg),
+            name=cfg.project,
+            route_prefix=s.route_prefix,
+            blocking=False,
+            logging_config={"log_level": "WARNING"},
+        )
+    except RuntimeError as exc:
+        reason = _failure_reason(cfg.project) or str(exc).strip().splitlines()[-1]
+        serve.delete(cfg.project)  # do not leave Serve retrying a replica that cannot start
+        raise ServeError(
+            f"the {cfg.project} application did not start: {reason[:500]}",
+            fix="see the replica logs in the Ray session's logs/serve folder",
+        ) from exc
+    record = Deployment(
+        app=cfg.project,
+        url=url(cfg),
+        model_name=cfg.model_name,
+        model_version=str(mv.version),
+        ray_address=ray.get_runtime_context().gcs_address,
+        embedded=embedded,
+        pid=os.getpid(),
+        deployed_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    path = record_path(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(asdict(record), indent=1))
+    return record
+
+
+def _failure_reason(app_name: str) -> str | None:
+    """The exception line of a replica that failed to start, from Serve's status."""
+    from ray import serve
+
+    app = serve.status().applications.get(app_name)
+    if app is None:
+        return None
+    messages = [d.message for d in app.deployments.values() if d.message] + [app.message]
+    lines = [ln.strip() for m in messages for ln in m.splitlines()]
+    errors = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception): ", ln) and "Traceback" not in ln]
+    return errors[-1] if errors else None
+
+
+def undeploy(cfg: ProjectConfig) -> None:
+    """Delete the application from the Ray this process is connected to (replicas flush their logs)."""
+    from ray import serve
+
+    serve.delete(cfg.project, _blocking=True)
+    if not serve.status().applications:
+        serve.shutdown()
+    record = read_record(cfg)
+    if record is not None and record.app == cfg.project:
+        record_path(cfg).unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_raylane(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return False
+    return b"raylane" in cmdline
+
+
+def shutdown(cfg: ProjectConfig, *, timeout_s: float = 60.0) -> str:
+    """Stop the project's service wherever `deploy` recorded it; returns what was done."""
+    from raylane.runtime import ray_session
+
+    record = read_record(cfg)
+    if record is None:
+        raise ServeError(
+            f"no deployment of {cfg.project} is recorded under {record_path(cfg).parent}",
+            fix="`raylane serve deploy CONFIG` starts one",
+        )
+    if record.embedded:
+        if not (_alive(record.pid) and _is_raylane(record.pid)):
+            record_path(cfg).unlink(missing_ok=True)
+            return f"the process that served {record.app} (pid {record.pid}) is gone; record removed"
+        os.kill(record.pid, signal.SIGTERM)  # it deletes the app, flushes the logs and stops its Ray
+        deadline = time.monotonic() + timeout_s
+        while _alive(record.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _alive(record.pid):
+            raise ServeError(f"pid {record.pid} did not stop within {timeout_s:.0f} s", fix=f"kill {record.pid}")
+        record_path(cfg).unlink(missing_ok=True)
+        return f"stopped {record.app} (pid {record.pid})"
+    with ray_session(cfg.backends.ray):
+        undeploy(cfg)
+    return f"deleted the {record.app} application from the Ray cluster at {record.ray_address}"
+
+
+def status(cfg: ProjectConfig) -> dict[str, Any]:
+    """The recorded deployment, what its HTTP endpoint says, and (on a cluster) Serve's view."""
+    record = read_record(cfg)
+    out: dict[str, Any] = {"app": cfg.project, "url": url(cfg), "record": asdict(record) if record else None}
+    client = Client(cfg, timeout_s=3.0)
+    try:
+        out["health"] = client.get("/healthz")
+        out["metadata"] = client.get("/metadata")
+    except ServeError as exc:
+        out["health"] = {"status": "unreachable", "error": str(exc)}
+    if record is not None and not record.embedded:
+        from ray import serve
+
+        from raylane.runtime import ray_session
+
+        with ray_session(cfg.backends.ray):
+            app = serve.status().applications.get(cfg.project)
+            if app is not None:
+                out["serve"] = {
+                    "status": str(app.status),
+                    "deployments": {
+                        name: {"status": str(d.status), "replicas": {str(k): v for k, v in d.replica_states.items()}}
+                        for name, d in app.deployments.items()
+                    },
+                }
+    return out
+
+
+class Client:
+    """A small synchronous client of a project's API (the CLI's, the demo's and the tests')."""
+
+    def __init__(self, cfg: ProjectConfig, *, timeout_s: float | None = None, base_url: str | None = None) -> None:
+        import httpx
+
+        self.cfg = cfg
+        key = api_key(cfg)
+        headers = {"X-API-Key": key} if key else {}
+        self.http = httpx.Client(
+            base_url=base_url or url(cfg), headers=headers, timeout=timeout_s or cfg.serve.request_timeout_s + 5
+        )
+
+    def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        import httpx
+
+        try:
+            r = self.http.request(method, path, json=body)
+        except httpx.HTTPError as exc:
+            raise ServeError(
+                f"cannot reach {self.http.base_url}{path}: {exc}",
+                fix="is the service deployed? `raylane serve status CONFIG`",
+            ) from None
+        if r.status_code >= 400:
+            try:
+                detail = r.json().get("detail", r.text)
+            except ValueError:
+                detail = r.text
+            raise ServeError(f"{method} {path} answered {r.status_code}: {detail}")
+        return dict(r.json())
+
+    def get(self, path: str) -> dict[str, Any]:
+        return self._call("GET", path)
+
+    def predict(self, entities: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._call("POST", "/predict", {"entities": entities})
+
+    def feedback(self, request_id: str, label: Any, **key: Any) -> dict[str, Any]:
+        return self._call("POST", "/feedback", {"request_id": request_id, "label": label, **key})
+
+    def close(self) -> None:
+        self.http.close()

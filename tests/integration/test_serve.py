@@ -1,0 +1,328 @@
+"""Online inference on Ray Serve: real Serve, Feast online store, MLflow registry and HTTP.
+
+One deployment (2 replicas, API key on) serves every test of the module; the slow tests put it
+under bounded load while the champion moves, a replica dies, or the autoscaler works."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from raylane.config import ProjectConfig
+from raylane.features import FeatureRepo
+from raylane.ingest import ingest
+from raylane.registry import Registry
+from raylane.serving import Client, deploy, undeploy
+from raylane.serving.inference_log import read as read_log
+from raylane.serving.load import run_load
+from raylane.testing import example_project, free_port
+from raylane.train import train
+
+KEY = "test-key-0123456789"
+KEY_ENV = "RAYLANE_TEST_SERVE_KEY"
+
+
+@dataclass
+class Served:
+    cfg: ProjectConfig
+    url: str
+    keys: list[int]
+
+    def post(self, path: str = "/predict", *, key: str | None = KEY, **kw: Any) -> httpx.Response:
+        headers = {**({"X-API-Key": key} if key else {}), **kw.pop("headers", {})}
+        return httpx.post(self.url + path, headers=headers, timeout=30, **kw)
+
+
+@pytest.fixture(scope="module")
+def served(ray_runtime: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    os.environ[KEY_ENV] = KEY
+    cfg = example_project(
+        tmp_path_factory.mktemp("serve"),
+        overrides=[
+            "train.epochs=3",
+            "train.batch_size=128",
+            "registry.promotion.floor=null",
+            f"serve.port={free_port()}",
+            f"serve.auth.api_key_env={KEY_ENV}",
+            "serve.num_cpus_per_replica=0.25",
+            "serve.autoscaling.min_replicas=2",
+            "serve.autoscaling.max_replicas=3",
+            "serve.autoscaling.target_ongoing_requests=2",
+            "serve.autoscaling.upscale_delay_s=1",
+            "serve.autoscaling.downscale_delay_s=4",
+            "serve.model_poll_s=0.5",
+            "serve.inference_log.flush_seconds=0.5",
+        ],
+    )
+    ingest(cfg)
+    repo = FeatureRepo(cfg)
+    repo.apply()
+    repo.materialize()
+    assert train(cfg).promoted
+    record = deploy(cfg)
+    keys = pd.read_parquet(cfg.data.source("profiles").path)["customer_id"].drop_duplicates().head(40).tolist()
+    try:
+        yield Served(cfg, record.url, [int(k) for k in keys])
+    finally:
+        undeploy(cfg)
+        os.environ.pop(KEY_ENV, None)
+
+
+def _offline(cfg: ProjectConfig, version: str, keys: list[int], **override: Any) -> np.ndarray:
+    """The same model version on the same online features, outside Serve."""
+    looked = FeatureRepo(cfg).online().get(keys)
+    frame = pd.DataFrame({f: looked[f] for f in cfg.feature_dtypes()}, dtype=object)
+    for name, value in override.items():
+        frame[name] = value
+    return Registry(cfg).load_bundle(version).predict(frame)
+
+
+def _replicas() -> dict[str, int]:
+    """Alive replica actors of the Predictor deployment: actor id → pid."""
+    from ray.util.state import list_actors
+
+    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+    return {a.actor_id: a.pid for a in actors if "Predictor" in (a.class_name or "")}
+
+
+def test_http_predictions_equal_offline_predictions(served: Served) -> None:
+    keys = served.keys[:25]
+    r = served.post(json={"entities": [{"customer_id": k} for k in keys]})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    version = answer["model"]["version"]
+    assert answer["model"]["name"] == served.cfg.model_name and len(answer["request_id"]) == 32
+    got = np.array([p["prediction"] for p in answer["predictions"]])
+    assert [p["customer_id"] for p in answer["predictions"]] == keys
+    np.testing.assert_allclose(got, _offline(served.cfg, version, keys), rtol=1e-5, atol=1e-6)
+    # one entity, with a request-time feature overriding the online store's value
+    one = served.post(json={"customer_id": keys[0], "support_tickets_30d": 9}).json()
+    expected = _offline(served.cfg, one["model"]["version"], keys[:1], support_tickets_30d=9)
+    assert one["predictions"][0]["prediction"] == pytest.approx(float(expected[0]), rel=1e-5, abs=1e-6)
+
+
+BAD_INPUTS = [
+    ("unknown entity", {"json": {"customer_id": 987654321}}, 404, "customer_id 987654321"),
+    ("missing key", {"json": {"plan": "basic"}}, 422, "customer_id: required"),
+    ("extra field", {"json": {"customer_id": 1010, "colour": "red"}}, 422, "colour: unknown field"),
+    ("wrong type", {"json": {"customer_id": 1010, "tenure_months": "ten"}}, 422, "tenure_months"),
+    ("string key", {"json": {"customer_id": "1010"}}, 422, "customer_id"),
+    (
+        "NaN",
+        {"content": b'{"customer_id": 1010, "monthly_charges": NaN}'},
+        422,
+        "monthly_charges: Input should be a finite number",
+    ),
+    ("inf", {"content": b'{"customer_id": 1010, "monthly_charges": Infinity}'}, 422, "monthly_charges"),
+    ("empty batch", {"json": {"entities": []}}, 422, "entities: List should have at least 1 item"),
+    ("over the limit", {"json": {"entities": [{"customer_id": 1010}] * 257}}, 422, "serve.max_entities_per_request"),
+    (
+        "bad entity in a batch",
+        {"json": {"entities": [{"customer_id": 1010}, {"customer_id": 1.5}]}},
+        422,
+        "entities[1].customer_id",
+    ),
+    ("10 MB body", {"content": b" " * (10 << 20)}, 413, "serve.max_body_bytes"),
+    ("invalid JSON", {"content": b'{"customer_id": 10'}, 400, "not valid JSON"),
+    (
+        "wrong content type",
+        {"content": b"customer_id=1010", "headers": {"content-type": "application/x-www-form-urlencoded"}},
+        415,
+        "application/json",
+    ),
+    ("non-UTF-8", {"content": b'{"customer_id": "\xff\xfe"}'}, 400, "not UTF-8"),
+    ("empty body", {"content": b""}, 400, "empty"),
+]
+
+
+def test_bad_input_gets_a_4xx_naming_the_problem_and_no_replica_dies(served: Served) -> None:
+    before = _replicas()
+    assert len(before) >= 2
+    for name, case, status, words in BAD_INPUTS:
+        kw = dict(case)
+        headers = {"content-type": "application/json", **kw.pop("headers", {})} if "content" in kw else {}
+        r = served.post(headers=headers, **kw)
+        assert r.status_code == status, (name, r.status_code, r.text[:300])
+        assert words in r.json()["detail"], (name, r.json()["detail"][:300])
+    # the replicas are the same processes; good input still works
+    assert set(before.items()) <= set(_replicas().items())
+    assert served.post(json={"customer_id": served.keys[0]}).status_code == 200
+
+
+def test_api_key(served: Served) -> None:
+    body = {"customer_id": served.keys[0]}
+    assert served.post(json=body, key=None).status_code == 401
+    assert served.post(json=body, key="wrong-key").status_code == 403
+    assert served.post(json=body, headers={"Authorization": f"Bearer {KEY}"}, key=None).status_code == 200
+    assert served.post(json=body).status_code == 200
+    fb = served.post("/feedback", json={"request_id": "0" * 32, "label": 1}, key=None)
+    assert fb.status_code == 401
+    assert httpx.get(served.url + "/healthz").status_code == 200  # liveness needs no key
+
+
+def test_metadata_and_openapi(served: Served) -> None:
+    cfg = served.cfg
+    meta = httpx.get(served.url + "/metadata").json()
+    champion = Registry(cfg).champion()
+    assert meta["model"]["version"] == str(champion.version) and meta["model"]["alias"] == "champion"
+    assert meta["lineage"]["data_hash"] == champion.tags["data_hash"]
+    assert [f["name"] for f in meta["features"]] == list(cfg.feature_dtypes())
+    spec = httpx.get(served.url + "/openapi.json").json()
+    body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    entity = body["oneOf"][0]
+    assert entity["required"] == ["customer_id"] and "tenure_months" in entity["properties"]
+    assert httpx.get(served.url + "/docs").status_code == 200
+
+
+def test_predictions_and_feedback_land_in_the_inference_log(served: Served) -> None:
+    cfg = served.cfg
+    keys = served.keys[:3]
+    client = Client(cfg)
+    many = client.predict([{"customer_id": k} for k in keys])
+    one = client.predict([{"customer_id": keys[0]}])
+    client.feedback(many["request_id"], 1, customer_id=keys[1])
+    client.feedback(one["request_id"], 0)
+    bad = served.post("/feedback", json={"request_id": "nope", "label": 1})
+    assert bad.status_code == 422 and "request_id" in bad.json()["detail"]
+    deadline = time.monotonic() + 20
+    log = read_log(cfg)
+    while time.monotonic() < deadline:
+        log = read_log(cfg)
+        ids = set(log["request_id"])
+        if {many["request_id"], one["request_id"]} <= ids and log["label"].notna().sum() >= 2:
+            break
+        time.sleep(0.5)
+    rows = log[log["request_id"] == many["request_id"]].set_index("customer_id")
+    assert sorted(rows.index) == sorted(keys)
+    assert rows.loc[keys[1], "label"] == 1 and pd.isna(rows.loc[keys[0], "label"])
+    assert rows["model_version"].iloc[0] == many["model"]["version"]
+    predicted = {p["customer_id"]: p["prediction"] for p in many["predictions"]}
+    assert rows.loc[keys[2], "prediction"] == pytest.approx(predicted[keys[2]])
+    assert rows.loc[keys[2], "tenure_months"] >= 0  # the features the model used are kept
+    single = log[log["request_id"] == one["request_id"]]
+    assert single["label"].tolist() == [0]
+
+
+@pytest.mark.slow
+def test_model_swap_under_load_drops_nothing(served: Served) -> None:
+    """Promote a new version while ≥ 20 requests/s run for 25 s: 0 failures, all on it within 15 s."""
+    cfg = served.cfg
+    reg = Registry(cfg)
+    old = reg.champion()
+    # a new version of the model (the same artifact registered again: what matters is the version)
+    new = reg.register(old.source, old.run_id, {**old.tags, "parent_version": str(old.version)})
+    promoted_at: list[float] = []
+
+    def promote() -> None:
+        time.sleep(6)
+        promoted_at.append(time.perf_counter())
+        reg.promote(new, "swap test")
+
+    keys = served.keys
+    started = time.perf_counter()
+    t = threading.Thread(target=promote)
+    t.start()
+    report = run_load(
+        served.url + "/predict",
+        lambda i: {"customer_id": keys[i % len(keys)]},
+        concurrency=4,
+        duration_s=25,
+        rate=30,
+        headers={"X-API-Key": KEY},
+    )
+    t.join()
+    print("swap under load:", report.summary())
+    assert report.failed == 0 and report.raw_errors == 0, report.errors
+    assert report.sent / report.seconds >= 20
+    swap = promoted_at[0] - started
+    after = [(at, v) for at, v in report.versions if at > swap + 15]
+    assert after and {v for _, v in after} == {new}
+    assert {v for at, v in report.versions if at < swap} == {str(old.version)}
+    first_new = min(at for at, v in report.versions if v == new)
+    print(f"first answer from version {new} {first_new - swap:.1f} s after the promotion")
+    assert httpx.get(served.url + "/metadata").json()["model"]["version"] == new
+
+
+@pytest.mark.slow
+def test_a_replica_killed_under_load_costs_no_request_after_one_retry(served: Served) -> None:
+    before = _replicas()
+    assert len(before) >= 2
+    victim = next(iter(before.values()))
+    keys = served.keys
+
+    def kill() -> None:
+        time.sleep(4)
+        os.kill(victim, signal.SIGKILL)
+
+    t = threading.Thread(target=kill)
+    t.start()
+    report = run_load(
+        served.url + "/predict",
+        lambda i: {"customer_id": keys[i % len(keys)]},
+        concurrency=4,
+        duration_s=15,
+        rate=30,
+        retries=1,
+        headers={"X-API-Key": KEY},
+    )
+    t.join()
+    print(f"replica killed under load: {report.summary()}; raw errors {report.raw_errors}: {dict(report.errors)}")
+    assert report.failed == 0, report.errors
+    assert report.ok > 200
+    # Serve replaces the dead replica
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not (len(_replicas()) >= 2 and victim not in _replicas().values()):
+        time.sleep(1)
+    assert len(_replicas()) >= 2 and victim not in _replicas().values()
+
+
+@pytest.mark.slow
+def test_autoscaling_adds_replicas_under_load_and_removes_them_after(served: Served) -> None:
+    from ray import serve
+
+    def replicas() -> int:
+        app = serve.status().applications[served.cfg.project]
+        return int(app.deployments["Predictor"].replica_states.get("RUNNING", 0))
+
+    base = served.cfg.serve.autoscaling.min_replicas
+    deadline = time.monotonic() + 60
+    while replicas() != base and time.monotonic() < deadline:  # settled after the other tests
+        time.sleep(1)
+    peak = [replicas()]
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            peak.append(replicas())
+            time.sleep(0.5)
+
+    w = threading.Thread(target=watch)
+    w.start()
+    keys = served.keys
+    # far above target: 24 requests in flight for 2 replicas that aim at 2 each
+    report = run_load(
+        served.url + "/predict",
+        lambda i: {"entities": [{"customer_id": k} for k in keys]},
+        concurrency=24,
+        duration_s=20,
+        headers={"X-API-Key": KEY},
+    )
+    stop.set()
+    w.join()
+    print("autoscaling load:", report.summary(), "replicas seen:", sorted(set(peak)))
+    assert report.failed == 0
+    assert max(peak) > base
+    deadline = time.monotonic() + 90
+    while replicas() > base and time.monotonic() < deadline:
+        time.sleep(1)
+    assert replicas() == base
