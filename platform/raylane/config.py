@@ -338,6 +338,7 @@ class AutoscalingConfig(_Model):
     target_ongoing_requests: float = Field(8, gt=0, description="Requests per replica the autoscaler aims at.")
     upscale_delay_s: float = Field(5.0, ge=0, description="Seconds above target before scaling up.")
     downscale_delay_s: float = Field(30.0, ge=0, description="Seconds below target before scaling down.")
+    look_back_period_s: float = Field(30.0, gt=0, description="Seconds of load the autoscaler averages over.")
 
     @model_validator(mode="after")
     def _bounds(self) -> AutoscalingConfig:

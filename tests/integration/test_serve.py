@@ -60,6 +60,7 @@ def served(ray_runtime: object, tmp_path_factory: pytest.TempPathFactory) -> Ite
             "serve.autoscaling.target_ongoing_requests=2",
             "serve.autoscaling.upscale_delay_s=1",
             "serve.autoscaling.downscale_delay_s=4",
+            "serve.autoscaling.look_back_period_s=5",
             "serve.model_poll_s=0.5",
             "serve.inference_log.flush_seconds=0.5",
         ],
@@ -291,8 +292,10 @@ def test_autoscaling_adds_replicas_under_load_and_removes_them_after(served: Ser
     from ray import serve
 
     def replicas() -> int:
+        """Replicas the autoscaler wants: running, or starting (a replica takes ~20 s to start here)."""
         app = serve.status().applications[served.cfg.project]
-        return int(app.deployments["Predictor"].replica_states.get("RUNNING", 0))
+        states = app.deployments["Predictor"].replica_states
+        return sum(int(states.get(s, 0)) for s in ("RUNNING", "STARTING", "PENDING_MIGRATION"))
 
     base = served.cfg.serve.autoscaling.min_replicas
     deadline = time.monotonic() + 60
@@ -314,7 +317,7 @@ def test_autoscaling_adds_replicas_under_load_and_removes_them_after(served: Ser
         served.url + "/predict",
         lambda i: {"entities": [{"customer_id": k} for k in keys]},
         concurrency=24,
-        duration_s=20,
+        duration_s=25,
         headers={"X-API-Key": KEY},
     )
     stop.set()

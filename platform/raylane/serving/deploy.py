@@ -137,6 +137,7 @@ def build(cfg: ProjectConfig) -> Any:
             "target_ongoing_requests": a.target_ongoing_requests,
             "upscale_delay_s": a.upscale_delay_s,
             "downscale_delay_s": a.downscale_delay_s,
+            "look_back_period_s": a.look_back_period_s,
         },
         ray_actor_options={"num_cpus": s.num_cpus_per_replica},
         health_check_period_s=5,
