@@ -581,10 +581,11 @@ def serve_deploy(config: ConfigArg, set_: SetOpt = None) -> None:
     Run it again after changing the config to roll the replicas over without downtime."""
     import signal
 
-    from raylane.serving import deploy, undeploy
+    from raylane.serving import deploy, preflight, undeploy
 
     cfg = _load(config, set_)
     embedded = cfg.backends.ray.address == "local" and not os.environ.get("RAY_ADDRESS")
+    preflight(cfg)  # a missing model, Feast repo or API key is reported before Ray starts
     with _steps() as step, _ray(cfg):
         step(f"deploying {cfg.project} ({cfg.model_name}@{cfg.serve.model_alias}) on Ray Serve")
         record = deploy(cfg, embedded=embedded)
@@ -786,7 +787,7 @@ def demo_run(
     set_: SetOpt = None,
     size: Annotated[str, typer.Option(help="Data size to generate.")] = "small",
 ) -> None:
-    """Run the whole loop on the example: data → ingest → features → train → registry gate → sweep."""
+    """Run the whole loop on the example: data → ingest → features → train → registry gate → sweep → serve."""
     from raylane.demo import run_demo
 
     cfg = _load(config, set_)
@@ -809,7 +810,9 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     state.debug = "--debug" in args or os.environ.get("RAYLANE_DEBUG") == "1"
     try:
-        app(args=args, prog_name="raylane", standalone_mode=False)
+        code = app(args=args, prog_name="raylane", standalone_mode=False)
+        if isinstance(code, int):  # click returns a `typer.Exit`'s code when not standalone
+            return code
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
     except typer.Abort:

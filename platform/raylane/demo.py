@@ -3,7 +3,8 @@
 It runs every stage that exists on freshly generated churn data and returns one summary row per
 step: data → ingestion → Feast (apply, materialize, training set, online lookup) → training on
 Ray Train with MLflow tracking → registry and promotion gate → a small Ray Tune sweep whose best
-trial goes through the same gate. Needs Ray (the caller starts it, see `raylane.runtime`).
+trial goes through the same gate → the champion served on Ray Serve under sample traffic, every
+prediction in the inference log. Needs Ray (the caller starts it, see `raylane.runtime`).
 """
 
 from __future__ import annotations
@@ -120,4 +121,36 @@ def run_demo(cfg: ProjectConfig, *, size: str = "small", step: Callable[[str], o
         )
 
     timed("sweep → register → gate (Ray Tune, ASHA)", small_sweep)
+
+    def serve_traffic() -> str:
+        import pandas as pd
+
+        from raylane.serving import Client, api_key, deploy, undeploy
+        from raylane.serving.inference_log import read
+        from raylane.serving.load import run_load
+
+        record = deploy(cfg, embedded=True)
+        try:
+            key = cfg.entity.join_key
+            keys = pd.Series(holder["frame"][key]).drop_duplicates().head(200).tolist()
+            client = Client(cfg)
+            answer = client.predict([{key: k} for k in keys[:5]])
+            client.feedback(answer["request_id"], 1, **{key: keys[0]})
+            client.close()
+            report = run_load(
+                record.url + "/predict",
+                lambda i: {key: keys[i % len(keys)]},
+                concurrency=8,
+                requests=400,
+                headers={"X-API-Key": secret} if (secret := api_key(cfg)) else None,
+            )
+        finally:
+            undeploy(cfg)  # replicas write their buffered log before they stop
+        logged = len(read(cfg))
+        return (
+            f"v{record.model_version} at {record.url}: {report.ok}/{report.sent} ok, {report.throughput:.0f} req/s,"
+            f" p50 {report.percentile(50):.0f} ms, p99 {report.percentile(99):.0f} ms; {logged:,} predictions logged"
+        )
+
+    timed("serve → traffic → inference log (Ray Serve)", serve_traffic)
     return rows

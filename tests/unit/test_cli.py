@@ -93,3 +93,40 @@ def test_sweep_rejects_a_bad_search_space_before_starting_anything(capsys: pytes
     assert "searchable: ['model.hidden_layers'" in err
     code, _, err = _run(capsys, "sweep", str(EXAMPLE), "--set", "tune.space.model.dropout.low=0.5")
     assert code == 2 and "`low` (0.5) must be below `high` (0.3)" in err
+
+
+def test_serve_commands_report_what_is_missing_before_ray_starts(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ray
+
+    monkeypatch.setenv("RAYLANE_STORAGE", str(tmp_path / "store"))
+    monkeypatch.setenv("CHURN_DATA", str(tmp_path / "data"))
+    # no model registered yet
+    code, _, err = _run(capsys, "serve", "deploy", str(EXAMPLE))
+    assert code == 2 and "no version with alias 'champion'" in err and "raylane train" in err
+    assert not ray.is_initialized()
+    # an API key that is configured but not set
+    monkeypatch.delenv("RAYLANE_NO_SUCH_KEY", raising=False)
+    code, _, err = _run(capsys, "serve", "deploy", str(EXAMPLE), "--set", "serve.auth.api_key_env=RAYLANE_NO_SUCH_KEY")
+    assert code == 2 and "$RAYLANE_NO_SUCH_KEY" in err and "export RAYLANE_NO_SUCH_KEY" in err
+    # a key file that others can read
+    key = tmp_path / "key"
+    key.write_text("k")
+    key.chmod(0o644)
+    code, _, err = _run(capsys, "serve", "deploy", str(EXAMPLE), "--set", f"serve.auth.api_key_file={key}")
+    assert code == 2 and "chmod 600" in err
+    # nothing deployed: status, predict and shutdown say so
+    code, out, _ = _run(capsys, "serve", "status", str(EXAMPLE), "--set", "serve.port=1")
+    assert code == 1 and "no deployment recorded" in out and "does not answer" in out
+    code, _, err = _run(capsys, "serve", "shutdown", str(EXAMPLE))
+    assert code == 2 and "raylane serve deploy" in err
+    code, _, err = _run(capsys, "serve", "predict", str(EXAMPLE))
+    assert code == 2 and "--entity" in err
+    code, _, err = _run(capsys, "serve", "predict", str(EXAMPLE), "-e", "abc")
+    assert code == 2 and "customer_id is an integer" in err
+
+
+def test_autoscaling_bounds_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "config", "validate", str(EXAMPLE), "--set", "serve.autoscaling.min_replicas=3")
+    assert code == 2 and "min_replicas" in err and "max_replicas" in err

@@ -30,7 +30,7 @@ from typing import Any, cast
 from raylane.config import ProjectConfig
 from raylane.errors import UserError
 
-__all__ = ["Client", "Deployment", "api_key", "deploy", "read_record", "shutdown", "status", "undeploy"]
+__all__ = ["Client", "Deployment", "api_key", "deploy", "preflight", "read_record", "shutdown", "status", "undeploy"]
 
 
 class ServeError(UserError):
@@ -98,7 +98,7 @@ def api_key(cfg: ProjectConfig) -> str | None:
     return None
 
 
-def _preflight(cfg: ProjectConfig) -> Any:
+def preflight(cfg: ProjectConfig) -> Any:
     """Fail before Ray is asked anything: a model behind the alias, features online, a readable key."""
     from raylane.features import FeatureRepo
     from raylane.registry import Registry, RegistryError
@@ -147,18 +147,21 @@ def build(cfg: ProjectConfig) -> Any:
     return deployment.bind(cfg.model_dump(mode="json"), digest)
 
 
-def deploy(cfg: ProjectConfig, *, embedded: bool = False) -> Deployment:
+def deploy(cfg: ProjectConfig, *, embedded: bool = False, name: str | None = None) -> Deployment:
     """Deploy (or update in place) the project's application on the Ray this process is connected to.
 
     Args:
         embedded: Ray lives in this process (local mode): the service stops when it exits.
+        name: The Serve application's name; the project's when omitted (a second name serves
+            the same project twice, under another ``serve.route_prefix``; it is not recorded).
     """
     import ray
     from ray import serve
     from ray.serve.config import HTTPOptions
 
-    mv = _preflight(cfg)
+    mv = preflight(cfg)
     s = cfg.serve
+    app_name = name or cfg.project
     serve.start(
         http_options=HTTPOptions(host=s.host, port=s.port, request_timeout_s=s.request_timeout_s + 5),
         logging_config={"log_level": "WARNING"},
@@ -166,20 +169,20 @@ def deploy(cfg: ProjectConfig, *, embedded: bool = False) -> Deployment:
     try:
         serve.run(
             build(cfg),
-            name=cfg.project,
+            name=app_name,
             route_prefix=s.route_prefix,
             blocking=False,
             logging_config={"log_level": "WARNING"},
         )
     except RuntimeError as exc:
-        reason = _failure_reason(cfg.project) or str(exc).strip().splitlines()[-1]
-        serve.delete(cfg.project)  # do not leave Serve retrying a replica that cannot start
+        reason = _failure_reason(app_name) or str(exc).strip().splitlines()[-1]
+        serve.delete(app_name)  # do not leave Serve retrying a replica that cannot start
         raise ServeError(
-            f"the {cfg.project} application did not start: {reason[:500]}",
+            f"the {app_name} application did not start: {reason[:500]}",
             fix="see the replica logs in the Ray session's logs/serve folder",
         ) from exc
     record = Deployment(
-        app=cfg.project,
+        app=app_name,
         url=url(cfg),
         model_name=cfg.model_name,
         model_version=str(mv.version),
@@ -188,9 +191,10 @@ def deploy(cfg: ProjectConfig, *, embedded: bool = False) -> Deployment:
         pid=os.getpid(),
         deployed_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    path = record_path(cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(asdict(record), indent=1))
+    if name is None:
+        path = record_path(cfg)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(record), indent=1))
     return record
 
 
@@ -207,15 +211,15 @@ def _failure_reason(app_name: str) -> str | None:
     return errors[-1] if errors else None
 
 
-def undeploy(cfg: ProjectConfig) -> None:
+def undeploy(cfg: ProjectConfig, *, name: str | None = None) -> None:
     """Delete the application from the Ray this process is connected to (replicas flush their logs)."""
     from ray import serve
 
-    serve.delete(cfg.project, _blocking=True)
+    serve.delete(name or cfg.project, _blocking=True)
     if not serve.status().applications:
         serve.shutdown()
     record = read_record(cfg)
-    if record is not None and record.app == cfg.project:
+    if name is None and record is not None and record.app == cfg.project:
         record_path(cfg).unlink(missing_ok=True)
 
 
