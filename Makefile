@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/features.py
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/sweep.py
+	$(BIN)/python benchmarks/serve.py
 
 clean:
 	rm -rf .raylane data .pytest_cache .mypy_cache .ruff_cache
