@@ -22,10 +22,10 @@ from raylane.config import ProjectConfig
 from raylane.features import FeatureRepo
 from raylane.ingest import ingest
 from raylane.registry import Registry
-from raylane.serving import Client, deploy, undeploy
+from raylane.serving import Client, deploy, read_record, undeploy
 from raylane.serving.inference_log import read as read_log
 from raylane.serving.load import run_load
-from raylane.testing import example_project, free_port
+from raylane.testing import example_config_path, example_project, free_port
 from raylane.train import train
 
 KEY = "test-key-0123456789"
@@ -75,7 +75,8 @@ def served(ray_runtime: object, tmp_path_factory: pytest.TempPathFactory) -> Ite
     try:
         yield Served(cfg, record.url, [int(k) for k in keys])
     finally:
-        undeploy(cfg)
+        if read_record(cfg) is not None:  # the last test shuts it down through the CLI
+            undeploy(cfg)
         os.environ.pop(KEY_ENV, None)
 
 
@@ -329,3 +330,28 @@ def test_autoscaling_adds_replicas_under_load_and_removes_them_after(served: Ser
     while replicas() > base and time.monotonic() < deadline:
         time.sleep(1)
     assert replicas() == base
+
+
+def test_cli_status_predict_and_shutdown(served: Served, capsys: pytest.CaptureFixture[str]) -> None:
+    """Last in the module: `raylane serve status|predict|shutdown` against the running service."""
+    from raylane.cli import main
+
+    cfg = served.cfg
+    sets = [a for s in (f"serve.port={cfg.serve.port}", f"serve.auth.api_key_env={KEY_ENV}") for a in ("--set", s)]
+    env = {"CHURN_DATA": str(cfg.data.sources[0].path.parent), "RAYLANE_STORAGE": str(cfg.storage_root)}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        config = str(example_config_path())
+        assert main(["serve", "status", config, *sets]) == 0
+        out = capsys.readouterr().out
+        version = str(Registry(cfg).champion().version)
+        assert f"answers: churn version {version} (@champion)" in out and "deployment Predictor: HEALTHY" in out
+        assert main(["serve", "predict", config, "-e", str(served.keys[0]), "-e", str(served.keys[1]), *sets]) == 0
+        out = capsys.readouterr().out
+        assert f"churn version {version}" in out and str(served.keys[1]) in out
+        assert main(["serve", "shutdown", config, *sets]) == 0
+        assert "deleted the churn application" in capsys.readouterr().out
+    assert read_record(cfg) is None
+    with pytest.raises(httpx.TransportError):
+        httpx.get(served.url + "/healthz", timeout=5)

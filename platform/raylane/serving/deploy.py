@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import signal
@@ -159,6 +160,8 @@ def deploy(cfg: ProjectConfig, *, embedded: bool = False, name: str | None = Non
     from ray import serve
     from ray.serve.config import HTTPOptions
 
+    # Serve sets its driver logger to INFO when imported; follow raylane's choice for Ray's loggers.
+    logging.getLogger("ray.serve").setLevel(max(logging.getLogger("ray").getEffectiveLevel(), logging.WARNING))
     mv = preflight(cfg)
     s = cfg.serve
     app_name = name or cfg.project
@@ -287,13 +290,20 @@ def status(cfg: ProjectConfig) -> dict[str, Any]:
             app = serve.status().applications.get(cfg.project)
             if app is not None:
                 out["serve"] = {
-                    "status": str(app.status),
+                    "status": _name(app.status),
                     "deployments": {
-                        name: {"status": str(d.status), "replicas": {str(k): v for k, v in d.replica_states.items()}}
+                        name: {
+                            "status": _name(d.status),
+                            "replicas": {_name(k): v for k, v in d.replica_states.items()},
+                        }
                         for name, d in app.deployments.items()
                     },
                 }
     return out
+
+
+def _name(value: Any) -> str:
+    return str(getattr(value, "value", value))
 
 
 class Client:
