@@ -57,22 +57,22 @@ def _best_kept(cfg: ProjectConfig, trial_id: str) -> float:
 
 
 def _tune_saw(cfg: ProjectConfig, sweep: str, epochs: int) -> set[str]:
-    """Trials whose last result Tune recorded (its own per-trial result.json) is `epochs` epochs.
+    """Trials whose Ray Train run has registered exactly `epochs` reports (its checkpoint manager's
+    snapshot, written to storage as each report is registered).
 
-    Tune is the judge: its workers run ahead of it, so a trial whose MLflow run shows 3 epochs may
-    already be stopped by ASHA at its first rung. A trial Tune saw at 3 epochs passed ASHA's rungs
-    at 1 and 2 epochs and cannot be stopped before 4: it is surely alive, with checkpoints."""
+    Ray Train registers a trial's next report only after Tune took the previous one, so a trial
+    with 3 registered reports has passed ASHA's rungs at 1 and 2 epochs and cannot be stopped
+    before 4: it is alive, with checkpoints. (Its MLflow run is no judge: the workers run ahead.)"""
     import json
 
     seen = set()
-    for path in (cfg.storage_root / "sweeps" / sweep / "tune").glob("*/result.json"):
-        lines = path.read_text().splitlines()
+    for path in (cfg.storage_root / "sweeps" / sweep / "trials").glob("trial-*/checkpoint_manager_snapshot.json"):
         try:
-            last = json.loads(lines[-1]) if lines else {}
-        except json.JSONDecodeError:  # a line half-written
+            state = json.loads(path.read_text())
+        except (json.JSONDecodeError, OSError):  # being written
             continue
-        if last.get("epochs_completed") == epochs:
-            seen.add(str(last["trial_id"]))
+        if state.get("current_report_index") == epochs:
+            seen.add(path.parent.name.removeprefix("trial-"))
     return seen
 
 
@@ -129,7 +129,8 @@ def swept(project: ProjectConfig, ray_runtime: Any, tmp_path_factory: pytest.Tem
                 time.sleep(0.2)
             assert finished, "the sweep never reached a finished trial and a half-done one"
         finally:
-            os.killpg(driver.pid, signal.SIGKILL)  # the driver dies without any clean-up
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(driver.pid, signal.SIGKILL)  # the driver dies without any clean-up
             driver.wait()
     time.sleep(3)  # Ray reaps the dead driver's trial actors
     killed_at = json.loads(state_file.read_text())
@@ -150,7 +151,7 @@ class Swept:
     parent: Any
     printed: str
     finished_before_kill: dict[str, int]
-    interrupted: set[str]  # trial ids Tune had seen 3 epochs into training when the driver died
+    interrupted: set[str]  # trial ids 3 registered epochs into training when the driver died
     state_at_kill: dict[str, Any]
 
 
