@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
@@ -105,6 +106,15 @@ def build_api(p: Predictor) -> FastAPI:
         problems = [{"field": field_path(tuple(e["loc"])), "problem": str(e["msg"])} for e in exc.errors()]
         return _error(ApiError(422, "invalid request", errors=problems))
 
+    async def parse(request: Request, validate: Callable[[bytes], Any], known: list[str]) -> Any:
+        """API key, then the body's checks, then the pydantic model (the same for every POST)."""
+        p.authorize(request.headers)
+        body = await _read_json_body(request, s.max_body_bytes)
+        try:
+            return validate(body)
+        except ValidationError as exc:
+            raise _invalid(exc, known) from None
+
     async def timed(coro: Any) -> Any:
         try:
             return await asyncio.wait_for(coro, s.request_timeout_s)
@@ -117,12 +127,7 @@ def build_api(p: Predictor) -> FastAPI:
         openapi_extra=p.schemas.openapi_predict(),
     )
     async def predict(request: Request) -> JSONResponse:
-        p.authorize(request.headers)
-        body = await _read_json_body(request, s.max_body_bytes)
-        try:
-            rows = p.schemas.parse_predict(body)
-        except ValidationError as exc:
-            raise _invalid(exc, fields) from None
+        rows = await parse(request, p.schemas.parse_predict, fields)
         model, scored = await timed(p.score(rows))
         unknown = [getattr(r, key) for r, sc in zip(rows, scored, strict=True) if not sc.known]
         if unknown and s.unknown_entity == "reject":
@@ -157,14 +162,9 @@ def build_api(p: Predictor) -> FastAPI:
         openapi_extra=p.schemas.openapi_feedback(),
     )
     async def feedback(request: Request) -> JSONResponse:
-        p.authorize(request.headers)
-        body = await _read_json_body(request, s.max_body_bytes)
-        try:
-            item = p.schemas.Feedback.model_validate_json(body)
-        except ValidationError as exc:
-            raise _invalid(exc, list(p.schemas.Feedback.model_fields)) from None
+        item = await parse(request, p.schemas.Feedback.model_validate_json, list(p.schemas.Feedback.model_fields))
         p.log_feedback(item)
-        return JSONResponse({"request_id": item.request_id, "accepted": True}, status_code=202)  # type: ignore[attr-defined]
+        return JSONResponse({"request_id": item.request_id, "accepted": True}, status_code=202)
 
     @api.get("/healthz", summary="Liveness and the model this replica serves")
     async def healthz() -> dict[str, Any]:

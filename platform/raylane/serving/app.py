@@ -25,7 +25,7 @@ import hmac
 import logging
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -70,8 +70,6 @@ class Scored:
     probabilities: list[float] | None
     features: dict[str, Any]
     known: bool
-    version: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @serve.deployment
@@ -209,9 +207,9 @@ class Predictor:
             if pre.task == "multiclass":
                 probs = [float(p) for p in pred[i]]
                 best = max(range(len(probs)), key=probs.__getitem__)
-                out.append(Scored(str(pre.classes[best]), probs, records[i], known[i], model.version))
+                out.append(Scored(str(pre.classes[best]), probs, records[i], known[i]))
             else:
-                out.append(Scored(float(pred[i]), None, records[i], known[i], model.version))
+                out.append(Scored(float(pred[i]), None, records[i], known[i]))
         return out
 
     # ----- the inference log
