@@ -403,32 +403,58 @@ class ServeConfig(_Model):
 
 
 class DriftConfig(_Model):
-    """Drift detection against the champion's reference profile."""
+    """Drift detection against the champion's reference profile (whylogs' algorithms)."""
 
     numeric: Literal["ks", "hellinger"] = Field("ks", description="Algorithm for numeric columns.")
-    categorical: Literal["chi_square", "hellinger"] = Field("chi_square", description="For categorical ones.")
-    threshold: float = Field(0.05, gt=0, description="p-value (KS, chi-square) or distance (Hellinger) limit.")
+    categorical: Literal["chi_square"] = Field("chi_square", description="Algorithm for categorical columns.")
+    threshold: float = Field(
+        0.01,
+        gt=0,
+        description="A column drifts when its p-value (KS, chi-square) is below this, or its Hellinger"
+        " distance above it.",
+    )
 
 
 class TriggersConfig(_Model):
     """When the monitor schedules a retrain."""
 
-    drifted_features: int | None = Field(2, ge=1, description="Retrain when at least this many drift.")
-    live_metric_below: float | None = Field(None, description="Retrain when the live metric falls below.")
-    every: Duration | None = Field(None, description="Retrain on a schedule (continuous training).")
+    drifted_features: int | None = Field(3, ge=1, description="Retrain when at least this many features drift.")
+    live_metric_below: float | None = Field(
+        None,
+        description="Retrain when the live metric (the gate's metric on labelled predictions) is worse than this.",
+    )
+    every: Duration | None = Field(None, description="Retrain on a schedule (continuous training), e.g. 24h.")
 
 
 class MonitorConfig(_Model):
     """The monitor actor: windows, drift, quality and retrain policy."""
 
+    enabled: bool = Field(True, description="Profile live traffic; `raylane serve deploy` starts the monitor.")
     window_rows: int | None = Field(1000, ge=1, description="Close a window after this many rows.")
-    window_seconds: float | None = Field(None, gt=0, description="Close a window after this long.")
+    window_seconds: float | None = Field(None, gt=0, description="Close a window after this long (rows or not).")
     flush_rows: int = Field(200, ge=1, description="Replicas send a profile after this many rows…")
     flush_seconds: float = Field(5.0, gt=0, description="…or after this long.")
     drift: DriftConfig = Field(default_factory=DriftConfig, description="Drift detection.")
-    max_null_fraction: float = Field(0.5, ge=0, le=1, description="Quality constraint per feature.")
+    max_null_fraction: float = Field(
+        0.5, ge=0, le=1, description="Quality: most nulls a feature may have (a source column's own limit wins)."
+    )
+    min_labels: int = Field(30, ge=1, description="Labelled predictions a window needs for a live metric.")
     triggers: TriggersConfig = Field(default_factory=TriggersConfig, description="Retrain triggers.")
     cooldown: Duration = Field(timedelta(minutes=30), description="Least time between two retrains.")
+    job_address: str | None = Field(
+        None,
+        description="The Ray job API retrains are submitted to (http://host:8265); the cluster the monitor"
+        " runs on when omitted.",
+    )
+    max_pending_profiles: int = Field(
+        1000, ge=1, description="Profiles a replica keeps while the monitor cannot be reached (then drops the oldest)."
+    )
+
+    @model_validator(mode="after")
+    def _a_window_closes(self) -> MonitorConfig:
+        if self.window_rows is None and self.window_seconds is None:
+            raise ValueError("set monitor.window_rows or monitor.window_seconds: a window must close somehow")
+        return self
 
 
 # --------------------------------------------------------------------------- backends

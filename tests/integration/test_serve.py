@@ -330,6 +330,11 @@ def test_autoscaling_adds_replicas_under_load_and_removes_them_after(served: Ser
     while replicas() > base and time.monotonic() < deadline:
         time.sleep(1)
     assert replicas() == base
+    # and the surplus replicas are gone (stopping ones keep the deployment DOWNSCALING a while)
+    deployment = lambda: serve.status().applications[served.cfg.project].deployments["Predictor"]  # noqa: E731
+    while deployment().status != "HEALTHY" and time.monotonic() < deadline:
+        time.sleep(1)
+    assert deployment().status == "HEALTHY", deployment()
 
 
 def test_cli_status_predict_and_shutdown(served: Served, capsys: pytest.CaptureFixture[str]) -> None:

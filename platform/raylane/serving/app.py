@@ -82,6 +82,7 @@ class Predictor:
 
         from raylane.config import ProjectConfig
         from raylane.features import FeatureRepo
+        from raylane.monitoring.profiler import ProfileSink
         from raylane.registry import Registry
         from raylane.serving.inference_log import LogWriter, feedback_schema, log_dir, prediction_schema
         from raylane.serving.schemas import Schemas
@@ -106,7 +107,10 @@ class Predictor:
             log_dir(cfg) / "predictions", prediction_schema(cfg), flush_rows=rows, writer_id=writer_id
         )
         self.feedback = LogWriter(log_dir(cfg) / "feedback", feedback_schema(cfg), flush_rows=rows, writer_id=writer_id)
+        self.profiles = ProfileSink(cfg, writer_id) if cfg.monitor.enabled else None
         self._flush_due = asyncio.Event()
+        every = [cfg.serve.inference_log.flush_seconds, *([cfg.monitor.flush_seconds] if self.profiles else [])]
+        self._flush_every = min(every)
         batcher: Any = self._infer
         batcher.set_max_batch_size(cfg.serve.batching.max_batch_size)
         batcher.set_batch_wait_timeout_s(cfg.serve.batching.batch_wait_timeout_s)
@@ -215,6 +219,20 @@ class Predictor:
     # ----- the inference log
 
     def log_predictions(self, request_id: str, model: LoadedModel, rows: list[Any], scored: list[Scored]) -> None:
+        if self.profiles is not None:  # the monitor's profile: features and a numeric prediction
+            due = self.profiles.add(
+                [
+                    {
+                        **s.features,
+                        "prediction": s.prediction
+                        if s.probabilities is None
+                        else max(range(len(s.probabilities)), key=s.probabilities.__getitem__),
+                    }
+                    for s in scored
+                ]
+            )
+            if due:
+                self._flush_due.set()
         if not self.serve_cfg.inference_log.enabled:
             return
         now = datetime.now(UTC)
@@ -246,14 +264,18 @@ class Predictor:
         if self.feedback.append([row]):
             self._flush_due.set()
 
-    def flush(self) -> int:
-        return self.predictions.flush() + self.feedback.flush()
+    def flush(self, *, force: bool = False) -> int:
+        """Write the inference log's buffers and send the monitor's profile when due (or ``force``)."""
+        written = self.predictions.flush() + self.feedback.flush()
+        if self.profiles is not None:
+            self.profiles.flush(force=force)
+        return written
 
     async def _flush_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._flush_due.wait(), self.serve_cfg.inference_log.flush_seconds)
+                await asyncio.wait_for(self._flush_due.wait(), self._flush_every)
             self._flush_due.clear()
             try:
                 await loop.run_in_executor(self._io_pool, self.flush)
@@ -290,7 +312,7 @@ class Predictor:
         for task in getattr(self, "_tasks", []):
             task.cancel()
         if hasattr(self, "predictions"):
-            written = self.flush()  # graceful shutdown: nothing buffered is lost
+            written = self.flush(force=True)  # graceful shutdown: nothing buffered is lost
             log.info("raylane: wrote %d buffered log rows at shutdown", written)
 
 

@@ -165,6 +165,10 @@ def deploy(cfg: ProjectConfig, *, embedded: bool = False, name: str | None = Non
     mv = preflight(cfg)
     s = cfg.serve
     app_name = name or cfg.project
+    if cfg.monitor.enabled:  # before the replicas, which send it their profiles
+        from raylane.monitoring import start as start_monitor
+
+        start_monitor(cfg)
     serve.start(
         http_options=HTTPOptions(host=s.host, port=s.port, request_timeout_s=s.request_timeout_s + 5),
         logging_config={"log_level": "WARNING"},
