@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/sweep.py
 	$(BIN)/python benchmarks/serve.py
+	$(BIN)/python benchmarks/monitor.py
 
 clean:
 	rm -rf .raylane data .pytest_cache .mypy_cache .ruff_cache

@@ -211,6 +211,30 @@ def test_drift_triggers_one_retrain_per_cooldown_and_a_failed_one_is_recorded(
     _wait(lambda: monitor.status()["in_flight"] is None, 120, "the second job to end")
 
 
+def test_cli_monitor_status_and_report(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
+    """After the drift test: `raylane monitor status|report` read the windows and decisions on disk."""
+    from raylane.cli import main
+    from raylane.testing import example_config_path
+
+    cfg = project.cfg
+    env = {"CHURN_DATA": str(cfg.data.sources[0].path.parent), "RAYLANE_STORAGE": str(cfg.storage_root)}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        assert main(["monitor", "status", str(example_config_path())]) == 0
+        shown = capsys.readouterr().out
+        windows = read_windows(cfg)
+        assert f"{cfg.project}: monitor windows" in shown
+        assert "retrain submitted as job" in shown and "FAILED" in shown and "cooldown until" in shown
+        assert main(["monitor", "report", str(example_config_path()), "--window", "2"]) == 0
+        report = capsys.readouterr().out
+        assert "window 2 of churn: 300 rows" in report and "HTML report:" in report
+        for feature in windows[1]["drifted_features"]:
+            assert feature in report
+        assert main(["monitor", "report", str(example_config_path()), "--window", "99"]) == 2
+        assert "no window 99" in capsys.readouterr().err
+
+
 def _cooled(monitor: Monitor) -> bool:
     from datetime import UTC, datetime
 

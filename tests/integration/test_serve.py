@@ -63,6 +63,9 @@ def served(ray_runtime: object, tmp_path_factory: pytest.TempPathFactory) -> Ite
             "serve.autoscaling.look_back_period_s=5",
             "serve.model_poll_s=0.5",
             "serve.inference_log.flush_seconds=0.5",
+            "monitor.flush_seconds=0.5",
+            "monitor.flush_rows=50",
+            "monitor.window_rows=100000",
         ],
     )
     ingest(cfg)
@@ -335,6 +338,55 @@ def test_autoscaling_adds_replicas_under_load_and_removes_them_after(served: Ser
     while deployment().status != "HEALTHY" and time.monotonic() < deadline:
         time.sleep(1)
     assert deployment().status == "HEALTHY", deployment()
+
+
+def test_the_monitor_restarts_mid_window_and_counts_every_request_once(served: Served) -> None:
+    """`serve deploy` started the project's monitor; replicas send it profiles. Killed mid-window,
+    Ray restarts it from its stored state, and the rows it counted equal the requests sent."""
+    import ray
+
+    from raylane.monitoring import monitor_handle, read_windows
+
+    cfg = served.cfg
+    handle = monitor_handle(cfg)
+
+    def counted() -> int:
+        open_rows = ray.get(handle.status.remote(), timeout=60)["open_window"]["rows"]
+        return sum(w["rows"] for w in read_windows(cfg)) + int(open_rows)
+
+    def settled(timeout_s: float = 60) -> int:
+        """The count once it stopped moving for 3 s (the replicas flush every 0.5 s)."""
+        deadline = time.monotonic() + timeout_s
+        last, since = counted(), time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = counted()
+            if now != last:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= 3:
+                return last
+        return last
+
+    before = settled()
+    keys = served.keys
+
+    def load(n: int) -> None:
+        report = run_load(
+            served.url + "/predict",
+            lambda i: {"customer_id": keys[i % len(keys)]},
+            concurrency=4,
+            requests=n,
+            headers={"X-API-Key": KEY},
+        )
+        assert report.ok == n, report.summary()
+
+    load(150)
+    ray.kill(handle, no_restart=False)  # mid-window: Ray restarts the actor
+    load(150)
+    after = settled(90)
+    assert after - before == 300
+    status = ray.get(handle.status.remote())
+    assert status["open_window"]["profiles"] > 0  # the window is still open: nothing was lost with it
 
 
 def test_cli_status_predict_and_shutdown(served: Served, capsys: pytest.CaptureFixture[str]) -> None:

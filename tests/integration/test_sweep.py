@@ -76,6 +76,24 @@ def _tune_saw(cfg: ProjectConfig, sweep: str, epochs: int) -> set[str]:
     return seen
 
 
+def _tune_finished(cfg: ProjectConfig, sweep: str) -> set[str]:
+    """Trials Tune's saved experiment state records as ended (what a resume skips). Tune saves it
+    every 10 s or so: a trial that ended since then is resumed, and that is Tune's contract."""
+    import json
+
+    ended = set()
+    for path in (cfg.storage_root / "sweeps" / sweep / "tune").glob("experiment_state-*.json"):
+        try:
+            state = json.loads(path.read_text())
+        except (json.JSONDecodeError, OSError):  # being written
+            continue
+        for data, _ in state.get("trial_data", []):
+            trial = json.loads(data) if isinstance(data, str) else data
+            if trial.get("status") == "TERMINATED":
+                ended.add(trial["trial_id"])
+    return ended
+
+
 @pytest.fixture(scope="module")
 def project(ray_runtime: object, tmp_path_factory: pytest.TempPathFactory) -> ProjectConfig:
     cfg = example_project(tmp_path_factory.mktemp("sweep"), size="tiny", overrides=SMALL)
@@ -86,8 +104,8 @@ def project(ray_runtime: object, tmp_path_factory: pytest.TempPathFactory) -> Pr
 
 @pytest.fixture(scope="module")
 def swept(project: ProjectConfig, ray_runtime: Any, tmp_path_factory: pytest.TempPathFactory) -> Swept:
-    """An 8-trial sweep whose driver is SIGKILLed midway (after a trial finished, while Tune has seen
-    another train 3 of its epochs), then resumed through the CLI, whose output is kept."""
+    """An 8-trial sweep whose driver is SIGKILLed midway (once Tune's saved state records an ended
+    trial, while Tune has seen another train 3 of its epochs), then resumed through the CLI."""
     import contextlib
     import io
     import json
@@ -122,7 +140,12 @@ def swept(project: ProjectConfig, ray_runtime: Any, tmp_path_factory: pytest.Tem
                 midway = _tune_saw(cfg, "eight", epochs=3)
                 if midway and state_file.exists():
                     children = _children(cfg, json.loads(state_file.read_text())["parent_run_id"])
-                    done = {c.info.run_id: c.info.end_time for c in children if c.info.status == "FINISHED"}
+                    ended = _tune_finished(cfg, "eight")
+                    done = {
+                        c.info.run_id: c.info.end_time
+                        for c in children
+                        if c.data.tags["raylane.trial_id"] in ended and c.info.status == "FINISHED"
+                    }
                     running = {c.data.tags["raylane.trial_id"] for c in children if c.info.status == "RUNNING"}
                     if done and midway & running:
                         finished, interrupted = done, midway & running
@@ -222,12 +245,10 @@ def test_resume_after_the_driver_was_killed(swept: Swept) -> None:
     assert "resuming sweep eight" in swept.printed or "sweep eight" in swept.printed
     children = {c.info.run_id: c for c in _children(cfg, swept.parent.info.run_id)}
     assert len(children) == 8  # no trial was added or run twice
-    for run_id in swept.finished_before_kill:
-        # not trained again: nothing logged after the kill. (Tune saves its experiment state now and
-        # then, so a trial that ended just before the kill may be restarted; Ray Train then finds its
-        # run finished and returns the stored result, and the trial's MLflow run is ended again.)
+    for run_id, end_time in swept.finished_before_kill.items():
+        # what Tune had saved as ended was not run again: not restarted, nothing logged after the kill
         run = children[run_id]
-        assert run.info.status == "FINISHED"
+        assert run.info.status == "FINISHED" and run.info.end_time == end_time
         history = client.get_metric_history(run_id, "val_roc_auc")
         assert history and max(m.timestamp for m in history) < swept.killed_ms, run_id
         assert {m.value for m in client.get_metric_history(run_id, "resumed_from")} == {-1}  # never restored

@@ -127,3 +127,33 @@ def test_serve_commands_report_what_is_missing_before_ray_starts(
 def test_autoscaling_bounds_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _run(capsys, "config", "validate", str(EXAMPLE), "--set", "serve.autoscaling.min_replicas=3")
     assert code == 2 and "min_replicas" in err and "max_replicas" in err
+
+
+def test_monitor_commands_without_a_monitor(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    store = ["--set", f"storage_root={tmp_path}"]
+    code, out, _ = _run(capsys, "monitor", "status", str(EXAMPLE), *store)
+    assert code == 0 and "the monitor has not run yet" in out
+    code, _, err = _run(capsys, "monitor", "report", str(EXAMPLE), *store)
+    assert code == 2 and "no monitor window has closed yet" in err
+    code, _, err = _run(capsys, "monitor", "stop", str(EXAMPLE), *store)
+    assert code == 2 and "embedded Ray" in err
+
+
+def test_monitor_config_needs_a_way_to_close_windows(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "config", "validate", str(EXAMPLE), "--set", "monitor.window_rows=null")
+    assert code == 2 and "monitor.window_rows or monitor.window_seconds" in err
+
+
+def test_jobs_run_only_allow_listed_entrypoints(tmp_path: Path) -> None:
+    import shlex
+
+    from raylane.errors import UserError
+    from raylane.jobs import ENTRYPOINTS, entrypoint
+
+    config = tmp_path / "my config.yaml"
+    cmd = shlex.split(entrypoint("retrain", config, ["train.epochs=2"], ["--reason", "drift; rm -rf /"]))
+    assert cmd[0] == sys.executable and cmd[1].endswith("jobs/retrain.py")
+    assert cmd[2:] == [str(config), "--set", "train.epochs=2", "--reason", "drift; rm -rf /"]  # quoted, not run
+    assert set(ENTRYPOINTS) == {"train", "sweep", "retrain"}
+    with pytest.raises(UserError, match="not a raylane job entrypoint"):
+        entrypoint("bash -c id", config)

@@ -34,7 +34,6 @@ import os
 import tempfile
 import threading
 from datetime import UTC, datetime
-from functools import reduce
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +143,8 @@ class Monitor:
             closed.update(json.loads((self.windows / f"{n:06d}" / "parts.json").read_text())["parts"])
         self.next_window = max(numbers, default=0) + 1
         self.seen_closed = closed
-        self.open: dict[str, tuple[Any, int]] = {}
+        self.open: dict[str, int] = {}  # the open window's profile ids and their rows
+        self.merged: Any = None  # their merged profile (memory stays flat however many rows come)
         self.opened_at: datetime | None = None
         for path in sorted(self.inbox.glob("*.bin"), key=lambda p: p.stat().st_mtime):
             pid = path.stem
@@ -152,7 +152,8 @@ class Monitor:
                 path.unlink()
                 continue
             view = DatasetProfileView.deserialize(path.read_bytes())
-            self.open[pid] = (view, rows_of(view))
+            self.open[pid] = rows_of(view)
+            self.merged = view if self.merged is None else self.merged.merge(view)
             at = datetime.fromtimestamp(path.stat().st_mtime, UTC)
             self.opened_at = min(self.opened_at or at, at)
 
@@ -185,7 +186,8 @@ class Monitor:
             if profile_id in self.open or profile_id in self.seen_closed:
                 return 0
             _write_atomic(self.inbox / f"{profile_id}.bin", blob)
-            self.open[profile_id] = (view, rows)
+            self.open[profile_id] = rows
+            self.merged = view if self.merged is None else self.merged.merge(view)
             self.opened_at = self.opened_at or _now()
             if self._window_due():
                 self._close_window()
@@ -221,7 +223,7 @@ class Monitor:
 
     @property
     def open_rows(self) -> int:
-        return sum(rows for _, rows in self.open.values())
+        return sum(self.open.values())
 
     def _window_due(self) -> bool:
         m = self.cfg.monitor
@@ -258,8 +260,7 @@ class Monitor:
         from raylane.monitoring.analysis import analyse, live_metric, window_predictions, write_html
 
         number = self.next_window
-        parts = dict(self.open)
-        merged = reduce(lambda a, b: a.merge(b), [v for v, _ in parts.values()])
+        parts, merged = dict(self.open), self.merged
         opened, closed = self.opened_at or _now(), _now()
         try:
             version, reference = self.reference()
@@ -301,7 +302,7 @@ class Monitor:
             with contextlib.suppress(FileNotFoundError):
                 (self.inbox / f"{pid}.bin").unlink()
         self.seen_closed.update(parts)
-        self.open, self.opened_at, self.next_window = {}, None, number + 1
+        self.open, self.merged, self.opened_at, self.next_window = {}, None, None, number + 1
         self._metrics.window(analysis)
         return report
 
