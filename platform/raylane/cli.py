@@ -957,7 +957,8 @@ def demo_run(
     set_: SetOpt = None,
     size: Annotated[str, typer.Option(help="Data size to generate.")] = "small",
 ) -> None:
-    """Run the whole loop on the example: data → ingest → features → train → registry gate → sweep → serve."""
+    """Run the whole loop on the example: data → ingest → features → train → registry gate → sweep → serve
+    → monitor → drifted data → drift → retrain job → new champion served."""
     from raylane.demo import run_demo
 
     cfg = _load(config, set_)

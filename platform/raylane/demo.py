@@ -26,7 +26,8 @@ Row = tuple[str, str, float]
 
 def run_demo(cfg: ProjectConfig, *, size: str = "small", step: Callable[[str], object] = print) -> list[Row]:
     """Generate data, ingest, apply, materialize, build the training set, look up online features,
-    then train, register and gate a model, then sweep and gate the best trial's model."""
+    train, register and gate a model, sweep and gate the best trial's model, serve it under traffic
+    with the monitor on, then let drifted data arrive and follow the loop to the retrained champion."""
     from raylane.examples.churn import SIZES, write
     from raylane.features import FeatureRepo
     from raylane.ingest import ingest

@@ -139,6 +139,24 @@ def test_no_shift_gives_no_trigger_over_five_windows(project: Project, monitor_o
     assert not list((monitor_dir(cfg) / "inbox").glob("*.bin"))  # every profile went into a window
 
 
+def test_window_metrics_reach_prometheus(project: Project) -> None:
+    """After the no-shift test: Ray's metrics agent exports the monitor's gauges (Prometheus text)."""
+    import httpx
+    import ray
+
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    wanted = ("raylane_window_rows", "raylane_drift_score", "raylane_windows_total")
+
+    def scraped() -> str | None:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        return text if all(f"{name}{{" in text or f"ray_{name}{{" in text for name in wanted) else None
+
+    text = _wait(scraped, 90, "the monitor's metrics on the node's metrics endpoint")
+    rows = [line for line in text.splitlines() if "raylane_window_rows{" in line and 'project="churn"' in line]
+    assert rows and float(rows[-1].rsplit(" ", 1)[1]) == WINDOW
+    assert 'column="monthly_charges"' in text
+
+
 def test_a_resent_profile_counts_once(project: Project, monitor_of: Callable[..., Monitor]) -> None:
     monitor = monitor_of()
     blob = profile(_traffic(project.cfg, project.normal, 50, seed=9)).serialize()
@@ -248,11 +266,30 @@ def test_window_report_html_shows_the_drifted_features(project: Project, monitor
     _send(monitor, _traffic(cfg, project.drifted, WINDOW, seed=21), "html")
     report = read_windows(cfg)[-1]
     html = (monitor_dir(cfg) / "windows" / "000001" / "report.html").read_text()
-    assert report["html"].endswith("report.html")
+    assert report["html"].endswith("report.html") and "<script" not in html  # self-contained, works offline
+    assert "<!DOCTYPE html>" in (monitor_dir(cfg) / "windows" / "000001" / "whylogs.html").read_text()
     assert html.lstrip().lower().startswith("<!doctype html>") and html.rstrip().endswith("</html>")
     for feature in report["drifted_features"]:
         assert feature in html
     assert json.loads((monitor_dir(cfg) / "windows" / "000001" / "report.json").read_text())["rows"] == WINDOW
+
+
+BROWSER = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+
+
+@pytest.mark.skipif(BROWSER is None, reason="no headless Chromium on this machine")
+def test_window_report_renders_in_headless_chromium(project: Project) -> None:
+    """After the HTML test: the report, opened by a browser, shows the drifted features."""
+    import subprocess
+
+    assert BROWSER is not None
+    report = read_windows(project.cfg)[-1]
+    page = monitor_dir(project.cfg) / "windows" / f"{report['window']:06d}" / "report.html"
+    flags = ["--headless", "--disable-gpu", "--no-sandbox", "--virtual-time-budget=5000", "--dump-dom"]
+    dom = subprocess.run([BROWSER, *flags, page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert report["drifted_features"]
+    for feature in report["drifted_features"]:
+        assert feature in dom
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ Every decision is appended to ``decisions.jsonl`` with its reason. State on disk
 
     inbox/<profile id>.bin       profiles of the open window (stored before `ingest` answers)
     windows/<n>/                 a closed window: profile.bin, parts.json, report.json, report.html
+                                 (self-contained), whylogs.html (whylogs' interactive page)
     decisions.jsonl              every policy decision
     state.json                   the retrain in flight, the last submission (for the cooldown)
     config.json                  the resolved project config (what the retrain job runs with)
@@ -257,7 +258,13 @@ class Monitor:
         return self._reference
 
     def _close_window(self) -> dict[str, Any]:
-        from raylane.monitoring.analysis import analyse, live_metric, window_predictions, write_html
+        from raylane.monitoring.analysis import (
+            analyse,
+            live_metric,
+            render_html,
+            window_predictions,
+            write_whylogs_html,
+        )
 
         number = self.next_window
         parts, merged = dict(self.open), self.merged
@@ -281,11 +288,11 @@ class Monitor:
         tmp.mkdir(exist_ok=True)
         (tmp / "profile.bin").write_bytes(merged.serialize())
         (tmp / "parts.json").write_text(json.dumps({"parts": sorted(parts)}))
-        html = None
+        whylogs_html = None
         try:
-            html = write_html(merged, reference, tmp / "report.html")
-        except Exception as exc:  # the report is a view; the window's numbers stand without it
-            log.warning("raylane monitor: no HTML report for window %d: %s", number, exc)
+            whylogs_html = write_whylogs_html(merged, reference, tmp / "whylogs.html")
+        except Exception as exc:  # an extra view; the window's numbers stand without it
+            log.warning("raylane monitor: no whylogs HTML page for window %d: %s", number, exc)
         report = {
             "window": number,
             "project": self.cfg.project,
@@ -294,9 +301,11 @@ class Monitor:
             "profiles": len(parts),
             **analysis.to_dict(),
             "decision": decision,
-            "html": str(folder / "report.html") if html else None,
+            "html": str(folder / "report.html"),
+            "whylogs_html": str(folder / "whylogs.html") if whylogs_html else None,
         }
         (tmp / "report.json").write_text(json.dumps(report, indent=1, default=str))
+        (tmp / "report.html").write_text(render_html(report), encoding="utf-8")
         os.replace(tmp, folder)
         for pid in parts:
             with contextlib.suppress(FileNotFoundError):
