@@ -176,6 +176,34 @@ def test_a_resent_profile_counts_once(project: Project, monitor_of: Callable[...
         again.shutdown()
 
 
+def test_a_retrain_the_job_api_does_not_know_is_recorded_lost(
+    project: Project, monitor_of: Callable[..., Monitor]
+) -> None:
+    """A monitor that died between saving its in-flight job and submitting it finds, on restart,
+    an id the job API does not know: recorded as LOST, and the next trigger is free to retrain."""
+    monitor = monitor_of()
+    monitor.state["in_flight"] = {"job_id": "raylane-retrain-churn-never-submitted", "reasons": ["drift: test"]}
+    monitor._follow_job()
+    lost = [d for d in read_decisions(project.cfg) if d["action"] == "retrain_ended"]
+    assert [(d["job_id"], d["status"]) for d in lost] == [("raylane-retrain-churn-never-submitted", "LOST")]
+    assert monitor.status()["in_flight"] is None
+
+
+def test_a_new_config_outlives_a_restart(project: Project, monitor_of: Callable[..., Monitor]) -> None:
+    """A redeploy hands the running monitor its new config; Ray restarts an actor with the args it
+    was created with, so the monitor keeps the newest config on disk and prefers it."""
+    monitor = monitor_of()
+    first = project.cfg.model_dump(mode="json")
+    newer = first | {"monitor": {**first["monitor"], "window_rows": 123}}
+    monitor.configure(newer)
+    assert monitor.cfg.monitor.window_rows == 123
+    restarted = Monitor(first)
+    try:
+        assert restarted.cfg.monitor.window_rows == 123
+    finally:
+        restarted.shutdown()
+
+
 def test_drift_triggers_one_retrain_per_cooldown_and_a_failed_one_is_recorded(
     project: Project, monitor_of: Callable[..., Monitor], tmp_path: Any
 ) -> None:

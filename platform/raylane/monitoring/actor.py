@@ -34,6 +34,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 TICK_S = 1.0
-_TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+JOB_POLL_S = 5.0
+_TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED", "LOST")
 
 
 def monitor_name(cfg: ProjectConfig) -> str:
@@ -120,7 +122,14 @@ class Monitor:
         self.windows = self.dir / "windows"
         for d in (self.inbox, self.windows, self.dir / "retrains"):
             d.mkdir(parents=True, exist_ok=True)
+        stored = self.dir / "config.json"  # the latest `configure` (Ray restarts with the first args)
+        if stored.is_file():
+            try:
+                self.cfg = ProjectConfig.model_validate_json(stored.read_text())
+            except ValueError as exc:
+                log.warning("raylane monitor: ignoring %s (%s); using the config it started with", stored, exc)
         self._lock = threading.RLock()
+        self._client: Any = None
         self._reference: tuple[str | None, Any] = (None, None)
         self._metrics = _Metrics(cfg.project)
         self._load_state()
@@ -216,6 +225,13 @@ class Monitor:
 
     def ping(self) -> bool:
         return True
+
+    def configure(self, config: dict[str, Any]) -> None:
+        """Take a new project config (a redeploy); stored, so a restart keeps it."""
+        cfg = ProjectConfig.model_validate(config)
+        with self._lock:
+            self.cfg = cfg
+            _write_atomic(self.dir / "config.json", json.dumps(cfg.model_dump(mode="json"), indent=1).encode())
 
     def shutdown(self) -> None:
         self._stop.set()
@@ -333,6 +349,12 @@ class Monitor:
                 reasons.append(f"schedule: every {t.every}")
         return reasons
 
+    def _cooldown_end(self) -> datetime | None:
+        """When the cooldown after the last submission ends; None when it is over."""
+        last = self.state.get("last_submitted_at")
+        end = datetime.fromisoformat(last) + self.cfg.monitor.cooldown if last else None
+        return end if end and _now() < end else None
+
     def _decide(self, window: int | None, analysis: Any | None) -> dict[str, Any]:
         """Apply the policy; submits a retrain when a trigger fires outside the cooldown."""
         reasons = self._triggers(analysis)
@@ -340,15 +362,20 @@ class Monitor:
             return {"action": "none"}
         decision: dict[str, Any] = {"window": window, "reasons": reasons}
         in_flight = self.state.get("in_flight")
-        last = self.state.get("last_submitted_at")
-        cooldown_end = datetime.fromisoformat(last) + self.cfg.monitor.cooldown if last else None
+        cooldown_end = self._cooldown_end()
         if in_flight:
             decision |= {"action": "skipped", "why": f"retrain job {in_flight['job_id']} is still running"}
-        elif cooldown_end and _now() < cooldown_end:
+        elif cooldown_end:
             decision |= {"action": "skipped", "why": f"cooldown until {_iso(cooldown_end)}"}
         else:
             decision |= self._submit(reasons)
         return self._record(decision)
+
+    def _schedule_due(self) -> bool:
+        """The ``every`` trigger fired and a retrain could start now (no skip recorded each tick)."""
+        if self.cfg.monitor.triggers.every is None or self.state.get("in_flight") or self._cooldown_end():
+            return False
+        return any(r.startswith("schedule:") for r in self._triggers(None))
 
     def _submit(self, reasons: list[str]) -> dict[str, Any]:
         from raylane import jobs
@@ -358,7 +385,11 @@ class Monitor:
         now = _now()
         job_id = f"raylane-retrain-{self.cfg.project}-{now.strftime('%Y%m%dT%H%M%S')}-{os.urandom(2).hex()}"
         result_file = self.dir / "retrains" / f"{job_id}.json"
+        # Saved before the submission: a monitor that dies in between finds the id unknown (LOST)
+        # instead of forgetting a job that runs.
         self.state["last_submitted_at"] = _iso(now)
+        self.state["in_flight"] = {"job_id": job_id, "submitted_at": _iso(now), "reasons": reasons}
+        self._save_state()
         try:
             jobs.submit(
                 "retrain",
@@ -369,47 +400,69 @@ class Monitor:
                 metadata={"raylane.project": self.cfg.project},
             )
         except Exception as exc:
-            self._save_state()  # a failed submission counts for the cooldown: no retry storm
+            self.state["in_flight"] = None  # a failed submission counts for the cooldown: no retry storm
+            self._save_state()
             self._metrics.retrain("submit_failed")
             return {"action": "retrain", "job_id": None, "status": "SUBMIT_FAILED", "error": str(exc)[:500]}
-        self.state["in_flight"] = {"job_id": job_id, "submitted_at": _iso(now), "reasons": reasons}
-        self._save_state()
         self._metrics.retrain("submitted")
         return {"action": "retrain", "job_id": job_id, "status": "SUBMITTED"}
 
-    def _follow_job(self) -> None:
-        """Record how the retrain in flight ended, and the version it produced."""
+    def _job_client(self) -> Any:
         from raylane import jobs
 
-        in_flight = self.state.get("in_flight")
+        if self._client is None:
+            self._client = jobs.client(self.cfg.monitor.job_address)
+        return self._client
+
+    def _follow_job(self) -> None:
+        """Record how the retrain in flight ended, and the version it produced. The job API is
+        asked outside the lock: windows keep closing while it answers."""
+        with self._lock:
+            in_flight = self.state.get("in_flight")
         if not in_flight:
             return
         job_id = in_flight["job_id"]
-        client = jobs.client(self.cfg.monitor.job_address)
-        status = str(client.get_job_status(job_id).value)
+        outcome: dict[str, Any] = {"action": "retrain_ended", "job_id": job_id}
+        try:
+            client = self._job_client()
+            status = str(client.get_job_status(job_id).value)
+        except RuntimeError as exc:  # the job API answered: it has no such job
+            if "does not exist" not in str(exc):
+                self._client = None
+                raise
+            status, outcome["why"] = "LOST", "the job API does not know this job (the monitor stopped mid-submission?)"
+        except Exception:
+            self._client = None  # the job API is unreachable: ask again next time
+            raise
         if status not in _TERMINAL:
             return
-        outcome: dict[str, Any] = {"action": "retrain_ended", "job_id": job_id, "status": status}
+        outcome["status"] = status
         result_file = self.dir / "retrains" / f"{job_id}.json"
         if result_file.is_file():
             outcome["result"] = json.loads(result_file.read_text())
-        if status != "SUCCEEDED":
+        if status not in ("SUCCEEDED", "LOST"):
             with contextlib.suppress(Exception):
                 outcome["log_tail"] = client.get_job_logs(job_id).splitlines()[-15:]
-        self.state["in_flight"] = None
-        self._save_state()
-        self._metrics.retrain(status.lower())
-        self._record(outcome)
+        with self._lock:
+            if (self.state.get("in_flight") or {}).get("job_id") != job_id:
+                return
+            self.state["in_flight"] = None
+            self._save_state()
+            self._metrics.retrain(status.lower())
+            self._record(outcome)
 
     def _tick_loop(self) -> None:
+        next_poll = 0.0
         while not self._stop.wait(TICK_S):
             try:
                 with self._lock:
                     if self._window_due():
                         self._close_window()
+                if time.monotonic() >= next_poll:
+                    next_poll = time.monotonic() + JOB_POLL_S
                     self._follow_job()
-                    scheduled = self.cfg.monitor.triggers.every is not None and not self.state.get("in_flight")
-                    if scheduled and any(r.startswith("schedule:") for r in self._triggers(None)):
+                with self._lock:
+                    if self._schedule_due():
                         self._decide(None, None)
             except Exception:
                 log.exception("raylane monitor: tick failed")
@@ -470,8 +523,15 @@ def start(cfg: ProjectConfig, *, timeout_s: float = 60.0) -> Any:
         max_concurrency=8,
         num_cpus=0,
     )
-    handle = actor.remote(cfg.model_dump(mode="json"))
-    ray.get(handle.ping.remote(), timeout=timeout_s)  # type: ignore[attr-defined]
+    config = cfg.model_dump(mode="json")
+    if cfg.monitor.job_address is None:  # resolved here: a worker only knows Ray's default address
+        from raylane import jobs
+        from raylane.errors import ClusterError
+
+        with contextlib.suppress(ClusterError):
+            config["monitor"]["job_address"] = jobs.dashboard_address()
+    handle = actor.remote(config)
+    ray.get(handle.configure.remote(config), timeout=timeout_s)  # type: ignore[attr-defined]
     return handle
 
 

@@ -36,7 +36,8 @@ class ProfileSink:
         self.features = list(cfg.feature_dtypes())
         self.writer_id = writer_id
         self._rows: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the buffer (request path vs I/O thread)
+        self._flush_lock = threading.Lock()  # one flush at a time (the I/O thread vs a final flush)
         self._first_at: float | None = None
         self._seq = 0
         self.pending: deque[tuple[str, bytes]] = deque()
@@ -65,15 +66,17 @@ class ProfileSink:
         profile; returns the rows sent."""
         if not (force or self.due()):
             return 0
-        with self._lock:
-            rows, self._rows, self._first_at = self._rows, [], None
-        if rows:
-            self._seq += 1
-            self.pending.append((f"{self.writer_id}-{self._seq:08d}-{uuid.uuid4().hex[:8]}", self._profile(rows)))
-            while len(self.pending) > self.cfg.monitor.max_pending_profiles:
-                self.pending.popleft()
-                self.dropped += 1
-        return self._send()
+        with self._flush_lock:
+            with self._lock:
+                rows, self._rows, self._first_at = self._rows, [], None
+            if rows:
+                self._seq += 1
+                profile_id = f"{self.writer_id}-{self._seq:08d}-{uuid.uuid4().hex[:8]}"
+                self.pending.append((profile_id, self._profile(rows)))
+                while len(self.pending) > self.cfg.monitor.max_pending_profiles:
+                    self.pending.popleft()
+                    self.dropped += 1
+            return self._send()
 
     def _profile(self, rows: list[dict[str, Any]]) -> bytes:
         from raylane.profiling import profile
