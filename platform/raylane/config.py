@@ -538,6 +538,106 @@ class BackendsConfig(_Model):
     feast: FeastBackend = Field(default_factory=FeastBackend, description="Feast.")
 
 
+# --------------------------------------------------------------------------- clusters (rendered manifests)
+
+_K8S_QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti)?$"
+_K8S_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class NodeTypeConfig(_Model):
+    """One kind of node: its size, and (workers) how many the autoscaler may run."""
+
+    cpus: int = Field(ge=1, description="CPUs Ray schedules on one node.")
+    memory: str = Field(pattern=_K8S_QUANTITY, description="Memory of one node, Kubernetes units (`16Gi`).")
+    gpus: int = Field(0, ge=0, description="GPUs of one node.")
+    min_workers: int = Field(0, ge=0, description="Fewest nodes of this kind (workers; the head is one).")
+    max_workers: int = Field(0, ge=0, description="Most nodes of this kind the autoscaler starts (workers).")
+    instance_type: str = Field(description="The cloud instance type (cluster launcher).")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> NodeTypeConfig:
+        if self.min_workers > self.max_workers:
+            raise ValueError(f"min_workers {self.min_workers} is above max_workers {self.max_workers}")
+        return self
+
+
+class KubeRayConfig(_Model):
+    """KubeRay manifests (`raylane cluster render kuberay`)."""
+
+    namespace: str = Field("raylane", pattern=_K8S_NAME, description="Kubernetes namespace.")
+    image: str = Field(
+        "raylane:0.1.0", description="Image with Ray, torch and raylane (`clusters/Dockerfile` builds it)."
+    )
+    gpu_image: str = Field("raylane:0.1.0-gpu", description="Image of the GPU worker group (CUDA torch).")
+    storage_claim: str = Field(
+        "raylane-storage",
+        pattern=_K8S_NAME,
+        description="A ReadWriteMany PersistentVolumeClaim mounted on every pod: data, the storage root.",
+    )
+    mount_path: str = Field("/mnt/raylane", description="Where the claim is mounted in the pods.")
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment of every pod; the config's `${VAR}`s point its paths into the mount.",
+    )
+    job_ttl_seconds: int = Field(3600, ge=0, description="How long a finished RayJob's cluster is kept.")
+    job_deadline_seconds: int = Field(
+        6 * 3600, ge=60, description="A RayJob running longer than this is failed (activeDeadlineSeconds)."
+    )
+
+
+class LauncherConfig(_Model):
+    """The Ray cluster launcher (`ray up`) config (`raylane cluster render launcher`)."""
+
+    provider: Literal["aws"] = Field("aws", description="Cloud provider.")
+    region: str = Field("us-west-2", description="Cloud region.")
+    ssh_user: str = Field("ubuntu", description="SSH user of the machine image.")
+    idle_timeout_minutes: int = Field(5, ge=1, description="Idle workers are removed after this long.")
+
+
+class HeadNodeConfig(NodeTypeConfig):
+    """The head node."""
+
+    cpus: int = Field(4, ge=1, description="CPUs Ray schedules on the head (drivers, Serve controller).")
+    memory: str = Field("16Gi", pattern=_K8S_QUANTITY, description="Memory of the head, Kubernetes units.")
+    instance_type: str = Field("m5.xlarge", description="The cloud instance type (cluster launcher).")
+
+
+class CpuWorkersConfig(NodeTypeConfig):
+    """CPU worker nodes."""
+
+    cpus: int = Field(8, ge=1, description="CPUs of one worker.")
+    memory: str = Field("32Gi", pattern=_K8S_QUANTITY, description="Memory of one worker, Kubernetes units.")
+    min_workers: int = Field(1, ge=0, description="Fewest CPU workers.")
+    max_workers: int = Field(4, ge=0, description="Most CPU workers the autoscaler starts.")
+    instance_type: str = Field("m5.2xlarge", description="The cloud instance type (cluster launcher).")
+
+
+class GpuWorkersConfig(NodeTypeConfig):
+    """GPU worker nodes; none when ``max_workers`` is 0."""
+
+    cpus: int = Field(8, ge=1, description="CPUs of one worker.")
+    memory: str = Field("32Gi", pattern=_K8S_QUANTITY, description="Memory of one worker, Kubernetes units.")
+    gpus: int = Field(1, ge=1, description="GPUs of one worker.")
+    max_workers: int = Field(2, ge=0, description="Most GPU workers the autoscaler starts (0: no GPU group).")
+    instance_type: str = Field("g5.2xlarge", description="The cloud instance type (cluster launcher).")
+
+
+class ClusterConfig(_Model):
+    """What `raylane cluster render` writes: node types, images and set-up for a cluster elsewhere."""
+
+    head: HeadNodeConfig = Field(
+        default_factory=HeadNodeConfig, description="The head node (job drivers, the Serve controller)."
+    )
+    cpu_workers: CpuWorkersConfig = Field(
+        default_factory=CpuWorkersConfig, description="CPU worker nodes: training, Ray Data, Serve replicas."
+    )
+    gpu_workers: GpuWorkersConfig = Field(
+        default_factory=GpuWorkersConfig, description="GPU worker nodes (started when a job asks for GPUs)."
+    )
+    kuberay: KubeRayConfig = Field(default_factory=KubeRayConfig, description="KubeRay.")
+    launcher: LauncherConfig = Field(default_factory=LauncherConfig, description="Ray cluster launcher.")
+
+
 # --------------------------------------------------------------------------- the project
 
 
@@ -560,6 +660,7 @@ class ProjectConfig(_Model):
     serve: ServeConfig = Field(default_factory=ServeConfig, description="Serving.")
     monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="Monitoring.")
     backends: BackendsConfig = Field(default_factory=BackendsConfig, description="Backends.")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Clusters elsewhere (rendered).")
 
     @model_validator(mode="before")
     @classmethod

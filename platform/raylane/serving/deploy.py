@@ -31,7 +31,19 @@ from typing import Any, cast
 from raylane.config import ProjectConfig
 from raylane.errors import UserError
 
-__all__ = ["Client", "Deployment", "api_key", "deploy", "preflight", "read_record", "shutdown", "status", "undeploy"]
+__all__ = [
+    "Client",
+    "Deployment",
+    "api_key",
+    "app",
+    "deploy",
+    "deployment_options",
+    "preflight",
+    "read_record",
+    "shutdown",
+    "status",
+    "undeploy",
+]
 
 
 class ServeError(UserError):
@@ -117,21 +129,17 @@ def preflight(cfg: ProjectConfig) -> Any:
     return mv
 
 
-def build(cfg: ProjectConfig) -> Any:
-    """The Serve application of the project, from its config (not deployed)."""
-    from ray.serve.config import BackpressureConfig
-
-    from raylane.serving.app import Predictor
-
-    key = api_key(cfg)
+def deployment_options(cfg: ProjectConfig) -> dict[str, Any]:
+    """The `Predictor` deployment's options, as Serve's config schema spells them (``serve.run``
+    and a RayService's ``serveConfigV2`` both take them from here)."""
     s = cfg.serve
     a = s.autoscaling
-    deployment = cast(Any, Predictor).options(
-        name="Predictor",
-        max_ongoing_requests=s.max_ongoing_requests,
-        max_queued_requests=s.max_queued_requests,
-        backpressure_config=BackpressureConfig(status_code=503, retry_after_s=s.retry_after_s),
-        autoscaling_config={
+    return {
+        "name": "Predictor",
+        "max_ongoing_requests": s.max_ongoing_requests,
+        "max_queued_requests": s.max_queued_requests,
+        "backpressure_config": {"status_code": 503, "retry_after_s": s.retry_after_s},
+        "autoscaling_config": {
             "min_replicas": a.min_replicas,
             "initial_replicas": max(a.min_replicas, 1),
             "max_replicas": a.max_replicas,
@@ -140,12 +148,41 @@ def build(cfg: ProjectConfig) -> Any:
             "downscale_delay_s": a.downscale_delay_s,
             "look_back_period_s": a.look_back_period_s,
         },
-        ray_actor_options={"num_cpus": s.num_cpus_per_replica},
-        health_check_period_s=5,
-        graceful_shutdown_timeout_s=max(10.0, s.request_timeout_s + 5),
-    )
+        "ray_actor_options": {"num_cpus": s.num_cpus_per_replica},
+        "health_check_period_s": 5,
+        "graceful_shutdown_timeout_s": max(10.0, s.request_timeout_s + 5),
+    }
+
+
+def build(cfg: ProjectConfig) -> Any:
+    """The Serve application of the project, from its config (not deployed)."""
+    from ray.serve.config import BackpressureConfig
+
+    from raylane.serving.app import Predictor
+
+    key = api_key(cfg)
+    options = deployment_options(cfg)
+    options["backpressure_config"] = BackpressureConfig(**options["backpressure_config"])
+    deployment = cast(Any, Predictor).options(**options)
     digest = hashlib.sha256(key.encode()).hexdigest() if key else None
     return deployment.bind(cfg.model_dump(mode="json"), digest)
+
+
+def app(args: dict[str, str]) -> Any:
+    """Serve's application builder for declarative deploys: ``serve deploy`` and a KubeRay
+    RayService's ``serveConfigV2`` (``import_path: raylane.serving.deploy:app``,
+    ``args: {config: /etc/raylane/<project>.yaml}``). Starts the project's monitor first, as
+    `deploy` does."""
+    from raylane.config import load_config
+
+    if "config" not in args:
+        raise ServeError("the application's args have no `config`", fix="args: {config: /path/to/project.yaml}")
+    cfg = load_config(args["config"])
+    if cfg.monitor.enabled:
+        from raylane.monitoring import start as start_monitor
+
+        start_monitor(cfg)
+    return build(cfg)
 
 
 def deploy(cfg: ProjectConfig, *, embedded: bool = False, name: str | None = None) -> Deployment:
