@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,21 +13,36 @@ import pytest
 
 from raylane.testing import ray_processes
 
-_before: dict[int, str] = {}
+# Every process this test session starts (its Ray, local clusters, job drivers) inherits this
+# mark; the leak check only looks at marked processes, so a second test session or a demo running
+# beside this one is never taken for a leak, or killed.
+_MARK = "RAYLANE_TEST_SESSION"
+
+
+def _ours(pids: dict[int, str]) -> dict[int, str]:
+    import psutil
+
+    mark = os.environ[_MARK]
+    found = {}
+    for pid, cmd in pids.items():
+        with contextlib.suppress(psutil.Error):
+            if psutil.Process(pid).environ().get(_MARK) == mark:
+                found[pid] = cmd
+    return found
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    _before.update(ray_processes())
+    os.environ[_MARK] = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fail the run if a Ray process started during it is still alive at the end."""
+    """Fail the run if a Ray process this session started is still alive at the end."""
     import psutil
 
     deadline = time.monotonic() + 20
     leaked: dict[int, str] = {}
     while time.monotonic() < deadline:
-        leaked = {p: c for p, c in ray_processes().items() if p not in _before}
+        leaked = _ours(ray_processes())
         if not leaked:
             return
         time.sleep(0.5)
