@@ -148,6 +148,9 @@ def init(cfg: RayBackend | None = None, *, verbose: bool = False) -> RuntimeInfo
     try:
         if address == "local" and not in_job:
             ray.init(
+                # "local", not None: None would join whatever /tmp/ray/ray_current_cluster names
+                # (the last `ray start` on this machine, e.g. a `raylane cluster up`)
+                address="local",
                 num_cpus=cfg.num_cpus or os.cpu_count() or 1,
                 num_gpus=cfg.num_gpus,
                 include_dashboard=cfg.dashboard,
