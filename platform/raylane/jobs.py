@@ -1,30 +1,63 @@
 """Ray Job Submission of raylane's allow-listed entrypoints.
 
-A job runs one of the scripts in ``jobs/`` (``train``, ``sweep``, ``retrain``), never a command
-line from the user: the entrypoint is built here from the script's fixed path, the config file
-and ``--set`` values, each quoted. Ray's token auth is carried by the job client (it reads the
-same token the Ray runtime uses).
+A job runs one of the scripts in ``jobs/`` (``pipeline``, ``train``, ``sweep``, ``retrain``,
+``materialize``), never a command line from the user: the entrypoint is built here from the
+script's fixed name, the config and the arguments, each quoted.
 
-The job API address is the cluster's dashboard (``http://127.0.0.1:8265``); inside a Ray cluster
-(the monitor actor) it is found in the cluster's own metadata.
+Two ways in:
+
+- `submit_project_job` (``raylane job submit``) resolves the config on the submitting machine
+  (``--set`` applied, every path absolute) and ships it with the script as the job's
+  ``working_dir``; the cluster runs them with its own ``python`` (which must have raylane, as the
+  KubeRay image and the launcher's set-up commands provide). Paths in the config must exist on the
+  cluster: shared storage (a volume mounted on every node), or this machine for a local cluster.
+- `submit` runs a script in place with this interpreter (the monitor, which runs on the cluster).
+
+Token auth: the client sends the project's Ray token (``backends.ray.auth_token_file``,
+``RAY_AUTH_TOKEN``/``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``) as a bearer header; without
+it the job API answers 401.
+
+The job API address is a cluster's dashboard (``http://127.0.0.1:8265``). The driver reads it from
+the cluster's own record (a worker only sees Ray's default address, so the monitor is given the
+address its driver resolved).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shlex
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
+from raylane.config import ProjectConfig
 from raylane.errors import ClusterError, UserError
 
-__all__ = ["ENTRYPOINTS", "client", "dashboard_address", "entrypoint", "submit"]
+__all__ = [
+    "ENTRYPOINTS",
+    "TERMINAL",
+    "client",
+    "dashboard_address",
+    "entrypoint",
+    "job_address",
+    "project_client",
+    "submit",
+    "submit_project_job",
+]
 
 ENTRYPOINTS: dict[str, str] = {
+    "pipeline": "the whole loop: ingest, features, train (or sweep), deploy, monitor; unchanged steps skipped",
     "train": "train a model, register it and run the promotion gate",
     "sweep": "a Ray Tune sweep whose best trial is registered and gated",
     "retrain": "ingest the newest data, materialize, train, gate and promote (what the monitor submits)",
+    "materialize": "load feature rows from the offline tables into the online store",
 }
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+_CLI = {"materialize": ["features", "materialize"], "pipeline": ["run"]}  # the `raylane` command of a job
+CONFIG_NAME = "raylane-config.json"
 
 
 def _jobs_dir() -> Path | None:
@@ -33,20 +66,27 @@ def _jobs_dir() -> Path | None:
     return folder if folder.is_dir() else None
 
 
+def _check_name(name: str) -> None:
+    if name not in ENTRYPOINTS:
+        raise UserError(
+            f"{name!r} is not a raylane job entrypoint",
+            fix=f"use one of {', '.join(ENTRYPOINTS)} (jobs run raylane's own scripts, never a command line)",
+        )
+
+
 def entrypoint(name: str, config: Path, overrides: list[str] | None = None, extra: list[str] | None = None) -> str:
     """The shell command of an allow-listed job: its script (or ``python -m raylane``) and arguments.
 
     Raises:
         UserError: ``name`` is not an allow-listed entrypoint.
     """
-    if name not in ENTRYPOINTS:
-        raise UserError(
-            f"{name!r} is not a raylane job entrypoint",
-            fix=f"use one of {', '.join(ENTRYPOINTS)} (jobs run raylane's own scripts, never a command line)",
-        )
+    _check_name(name)
     folder = _jobs_dir()
     script = folder / f"{name}.py" if folder else None
-    head = [sys.executable, str(script)] if script and script.is_file() else [sys.executable, "-m", "raylane", name]
+    if script is not None and script.is_file():
+        head = [sys.executable, str(script)]
+    else:
+        head = [sys.executable, "-m", "raylane", *_CLI.get(name, [name])]
     args = [str(config), *(a for o in overrides or [] for a in ("--set", o)), *(extra or [])]
     return shlex.join([*head, *args])
 
@@ -64,18 +104,91 @@ def dashboard_address() -> str:
     return url if url.startswith("http") else f"http://{url}"
 
 
-def client(address: str | None = None) -> Any:
+def client(address: str | None = None, headers: dict[str, str] | None = None) -> Any:
     """A `JobSubmissionClient` for ``address`` (this cluster's job API when omitted)."""
     from ray.job_submission import JobSubmissionClient
 
     address = address or dashboard_address()
     try:
-        return JobSubmissionClient(address)
+        return JobSubmissionClient(address, headers=headers)
     except Exception as exc:  # ConnectionError, RuntimeError, AuthenticationError…
+        denied = "401" in str(exc) or "auth" in type(exc).__name__.lower() or "token" in str(exc).lower()
         raise ClusterError(
-            f"cannot reach the Ray job API at {address}: {exc}",
-            fix="check the address and that this machine has the cluster's token",
+            f"cannot reach the Ray job API at {address}: {str(exc).strip().splitlines()[0][:300]}",
+            fix="this machine needs the cluster's token (backends.ray.auth_token_file, RAY_AUTH_TOKEN)"
+            if denied
+            else "check the address (the cluster's dashboard, http://host:8265) and that the cluster is up",
         ) from exc
+
+
+def job_address(cfg: ProjectConfig, address: str | None = None) -> str:
+    """Where ``raylane job`` commands go: ``address``; ``backends.ray.address`` when it is a job API
+    (``http://…``); the local cluster `raylane cluster up` recorded; ``RAY_ADDRESS`` when it is one.
+
+    Raises:
+        UserError: none of them names a job API.
+    """
+    from raylane.cluster import read_record
+
+    configured = cfg.backends.ray.address
+    env = os.environ.get("RAY_ADDRESS", "")
+    local = read_record(cfg)
+    for candidate in (address, configured, local.dashboard_url if local else None, env):
+        if candidate and candidate.startswith(("http://", "https://")):
+            return candidate.rstrip("/")
+    raise UserError(
+        "no Ray job API to submit to",
+        fix="start a local cluster (`raylane cluster up CONFIG`), pass --address http://host:8265,"
+        " or set backends.ray.address to the cluster's job API",
+    )
+
+
+def project_client(cfg: ProjectConfig, address: str | None = None) -> tuple[str, Any]:
+    """The job API address of ``cfg``'s cluster and a client that carries the project's token."""
+    from raylane.cluster import auth_headers
+
+    url = job_address(cfg, address)
+    headers = auth_headers(cfg) if os.environ.get("RAY_AUTH_MODE", "token").lower() != "disabled" else None
+    return url, client(url, headers)
+
+
+def submit_project_job(
+    cfg: ProjectConfig,
+    name: str,
+    *,
+    address: str | None = None,
+    extra: list[str] | None = None,
+    pip: list[str] | None = None,
+    submission_id: str | None = None,
+) -> tuple[str, str]:
+    """Submit an allow-listed job with ``cfg`` (resolved here) as its config; returns (job API, id).
+
+    Args:
+        extra: Arguments for the job's script after the config (each quoted; the script parses them).
+        pip: Requirements the cluster installs for this job (Ray's ``runtime_env``), e.g. pinned versions.
+    """
+    _check_name(name)
+    url, job_client = project_client(cfg, address)
+    with tempfile.TemporaryDirectory(prefix="raylane-job-") as stage:
+        folder = _jobs_dir()
+        script = folder / f"{name}.py" if folder else None
+        if script is not None and script.is_file():
+            shutil.copy(script, Path(stage) / script.name)
+            head = ["python", script.name]
+        else:
+            head = ["python", "-m", "raylane", *_CLI.get(name, [name])]
+        (Path(stage) / CONFIG_NAME).write_text(json.dumps(cfg.model_dump(mode="json"), indent=1))
+        runtime_env: dict[str, Any] = {"working_dir": stage, "env_vars": {"RAYLANE_JOB": name}}
+        if pip:
+            runtime_env["pip"] = list(pip)
+        job_id = job_client.submit_job(
+            entrypoint=shlex.join([*head, CONFIG_NAME, *(extra or [])]),
+            runtime_env=runtime_env,
+            submission_id=submission_id,
+            metadata={"raylane.entrypoint": name, "raylane.project": cfg.project},
+            entrypoint_num_cpus=0,
+        )
+    return url, str(job_id)
 
 
 def submit(

@@ -116,28 +116,34 @@ class Monitor:
     beside the calls it serves)."""
 
     def __init__(self, config: dict[str, Any]) -> None:
-        self.cfg = cfg = ProjectConfig.model_validate(config)
-        self.dir = monitor_dir(cfg)
-        self.inbox = self.dir / "inbox"
-        self.windows = self.dir / "windows"
-        for d in (self.inbox, self.windows, self.dir / "retrains"):
-            d.mkdir(parents=True, exist_ok=True)
-        stored = self.dir / "config.json"  # the latest `configure` (Ray restarts with the first args)
+        cfg = ProjectConfig.model_validate(config)
+        stored = monitor_dir(cfg) / "config.json"  # the latest `configure` (Ray restarts with the first args)
         if stored.is_file():
             try:
-                self.cfg = ProjectConfig.model_validate_json(stored.read_text())
+                cfg = ProjectConfig.model_validate_json(stored.read_text())
             except ValueError as exc:
                 log.warning("raylane monitor: ignoring %s (%s); using the config it started with", stored, exc)
         self._lock = threading.RLock()
         self._client: Any = None
-        self._reference: tuple[str | None, Any] = (None, None)
         self._metrics = _Metrics(cfg.project)
-        self._load_state()
+        self._attach(cfg)
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name="raylane-monitor-tick", daemon=True)
         self._ticker.start()
 
     # ----- state on disk
+
+    def _attach(self, cfg: ProjectConfig) -> None:
+        """Take ``cfg`` and the state under its storage root."""
+        self.cfg = cfg
+        self.dir = monitor_dir(cfg)
+        self.inbox = self.dir / "inbox"
+        self.windows = self.dir / "windows"
+        for d in (self.inbox, self.windows, self.dir / "retrains"):
+            d.mkdir(parents=True, exist_ok=True)
+        self._reference: tuple[str | None, Any] = (None, None)
+        self._client = None
+        self._load_state()
 
     def _load_state(self) -> None:
         from whylogs.core import DatasetProfileView
@@ -230,7 +236,10 @@ class Monitor:
         """Take a new project config (a redeploy); stored, so a restart keeps it."""
         cfg = ProjectConfig.model_validate(config)
         with self._lock:
+            if monitor_dir(cfg) != self.dir:  # another storage root: its own windows and decisions
+                self._attach(cfg)
             self.cfg = cfg
+            self._client = None
             _write_atomic(self.dir / "config.json", json.dumps(cfg.model_dump(mode="json"), indent=1).encode())
 
     def shutdown(self) -> None:
