@@ -44,6 +44,7 @@ from raylane.errors import ConfigError
 __all__ = [
     "ColumnSpec",
     "ProjectConfig",
+    "config_reference",
     "config_schema",
     "load_config",
 ]
@@ -803,6 +804,88 @@ def config_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "raylane project config"
     return schema
+
+
+def config_reference() -> str:
+    """The config reference (Markdown), generated from the models: every field's path, type,
+    default and description (``raylane config reference``; ``docs/config.md`` is its output)."""
+    import types
+    import typing
+
+    from pydantic_core import PydanticUndefined
+
+    def models_in(annotation: Any) -> list[type[BaseModel]]:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return [annotation]
+        return [m for arg in typing.get_args(annotation) for m in models_in(arg)]
+
+    def type_name(annotation: Any) -> str:
+        if isinstance(annotation, type):
+            return {"timedelta": "duration", "Path": "path", "NoneType": "null"}.get(
+                annotation.__name__, annotation.__name__
+            )
+        origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+        if origin is Annotated:
+            return type_name(args[0])
+        if origin is Literal:
+            return " \\| ".join(f"`{a}`" for a in args)
+        if origin in (typing.Union, types.UnionType):
+            return " \\| ".join(type_name(a) for a in args)
+        if origin is not None:
+            return f"{getattr(origin, '__name__', str(origin))}[{', '.join(type_name(a) for a in args)}]"
+        return str(annotation)
+
+    def default(field: Any) -> str:
+        if field.default is not PydanticUndefined:
+            value = field.default
+        elif field.default_factory is not None:
+            value = field.default_factory()
+            if isinstance(value, BaseModel):
+                return "—"
+        else:
+            return "**required**"
+        if isinstance(value, timedelta):
+            return f"`{int(value.total_seconds())}s`"
+        return f"`{json.dumps(value, default=str)}`"
+
+    out = [
+        "# Config reference",
+        "",
+        "Generated from raylane's config models by `raylane config reference` (do not edit by hand).",
+        "Every field can also be set with `--set a.b=value` or `RAYLANE__A__B=value`; `raylane config schema`",
+        "prints the same as JSON Schema for editors.",
+        "",
+    ]
+    seen: set[tuple[str, type[BaseModel]]] = set()
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        if (prefix, model) in seen:
+            return
+        seen.add((prefix, model))
+        title = prefix.rstrip(".") or "top level"
+        doc = (model.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        out.extend([f"## `{title}`", "", doc, "", "| field | type | default | description |", "|---|---|---|---|"])
+        nested: list[tuple[type[BaseModel], str]] = []
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            subs = models_in(annotation)
+            origin = typing.get_origin(annotation)
+            path = f"{prefix}{name}"
+            if subs and origin is list:
+                nested += [(m, f"{path}[].") for m in subs]
+            elif subs and origin is dict:
+                nested += [(m, f"{path}.<name>.") for m in subs]
+            elif subs:
+                nested += [(m, f"{path}.") for m in subs]
+            shown = type_name(annotation) if not subs or origin in (list, dict) else "section"
+            description = (field.description or "").replace("|", "\\|").replace("\n", " ")
+            out.append(f"| `{path}` | {shown} | {default(field)} | {description} |")
+        out.append("")
+        for sub, sub_prefix in nested:
+            walk(sub, sub_prefix)
+
+    walk(ProjectConfig, "")
+    return "\n".join(out).rstrip() + "\n"
 
 
 # --------------------------------------------------------------------------- loading

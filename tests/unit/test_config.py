@@ -220,3 +220,13 @@ def test_every_field_is_described() -> None:
             undocumented.append(f"ProjectConfig.{field}")
     assert undocumented == []
     assert schema["additionalProperties"] is False
+
+
+def test_docs_config_reference_is_generated_from_the_models() -> None:
+    from raylane.config import config_reference
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "config.md"
+    text = config_reference()
+    assert docs.read_text() == text, "docs/config.md is stale: run `raylane config reference -o docs/config.md`"
+    for path in ("`monitor.triggers.drifted_features`", "`cluster.kuberay.storage_claim`", "`data.sources[].path`"):
+        assert path in text
