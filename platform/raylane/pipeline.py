@@ -182,8 +182,9 @@ class _Steps:
                 meta = Client(cfg, timeout_s=3.0).get("/metadata")
             except RaylaneError:
                 return "the application is not answering"
-            if str(meta.get("model_version")) != str(outputs.get("model_version")):
-                return f"it serves version {meta.get('model_version')}"
+            served = str((meta.get("model") or {}).get("version"))
+            if served != str(outputs.get("model_version")):
+                return f"it serves version {served}"
             return None
         if name == "monitor":
             from raylane.monitoring import monitor_handle

@@ -42,7 +42,7 @@ def project(ray_runtime: object, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 def _served_version(cfg: ProjectConfig) -> str:
-    return str(Client(cfg, timeout_s=10).get("/metadata")["model_version"])
+    return str(Client(cfg, timeout_s=10).get("/metadata")["model"]["version"])
 
 
 def test_a_second_run_with_nothing_changed_skips_every_step(project: ProjectConfig) -> None:
