@@ -200,6 +200,9 @@ def test_a_new_config_outlives_a_restart(project: Project, monitor_of: Callable[
     restarted = Monitor(first)
     try:
         assert restarted.cfg.monitor.window_rows == 123
+        shutil.rmtree(monitor_dir(project.cfg))  # its state removed under it (a fresh start)
+        restarted.configure(first)
+        assert restarted.cfg.monitor.window_rows == WINDOW and (monitor_dir(project.cfg) / "config.json").is_file()
     finally:
         restarted.shutdown()
 

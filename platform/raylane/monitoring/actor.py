@@ -236,8 +236,8 @@ class Monitor:
         """Take a new project config (a redeploy); stored, so a restart keeps it."""
         cfg = ProjectConfig.model_validate(config)
         with self._lock:
-            if monitor_dir(cfg) != self.dir:  # another storage root: its own windows and decisions
-                self._attach(cfg)
+            if monitor_dir(cfg) != self.dir or not self.inbox.is_dir():
+                self._attach(cfg)  # another storage root, or its state was removed: start from what is on disk
             self.cfg = cfg
             self._client = None
             _write_atomic(self.dir / "config.json", json.dumps(cfg.model_dump(mode="json"), indent=1).encode())
