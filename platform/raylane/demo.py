@@ -107,11 +107,12 @@ def run_demo(cfg: ProjectConfig, *, size: str = "small", step: Callable[[str], o
     def small_sweep() -> str:
         from raylane.sweep import sweep
 
-        # A demo-sized sweep of the config's search space: 4 trials of at most 4 epochs.
+        # A demo-sized sweep of the config's search space: 2 trials at once of at most 3 epochs
+        # (`raylane sweep` runs the config's full one).
         tune = cfg.tune.model_copy(
             update={
-                "num_samples": min(cfg.tune.num_samples, 4),
-                "scheduler": cfg.tune.scheduler.model_copy(update={"max_t": 4, "grace_period": 1}),
+                "num_samples": min(cfg.tune.num_samples, 2),
+                "scheduler": cfg.tune.scheduler.model_copy(update={"max_t": 3, "grace_period": 1}),
             }
         )
         result = sweep(cfg.model_copy(update={"tune": tune}))
