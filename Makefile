@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 TORCH  ?= torch==2.13.*
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast check format bench clean
+.PHONY: setup demo test test-slow test-all test-fast check format bench clean
 
 setup: $(STAMP)
 
@@ -20,7 +20,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/raylane demo run configs/churn.yaml
 
+# The suite without the tests marked slow (~15 min on 2 cores); CI runs this.
 test: $(STAMP)
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+# Only the slow ones: load, chaos, multi-node and end-to-end tests (~12 min on 2 cores).
+test-slow: $(STAMP)
+	$(BIN)/pytest -m slow $(PYTEST_ARGS)
+
+test-all: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)

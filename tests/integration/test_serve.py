@@ -334,7 +334,15 @@ def test_autoscaling_adds_replicas_under_load_and_removes_them_after(served: Ser
         time.sleep(1)
     assert replicas() == base
     # and the surplus replicas are gone (stopping ones keep the deployment DOWNSCALING a while)
-    deployment = lambda: serve.status().applications[served.cfg.project].deployments["Predictor"]  # noqa: E731
+    _wait_healthy(served.cfg, timeout_s=max(0.0, deadline - time.monotonic()))
+
+
+def _wait_healthy(cfg: ProjectConfig, timeout_s: float = 90) -> None:
+    """Wait until the Predictor deployment is HEALTHY (done up- or downscaling after earlier load)."""
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    deployment = lambda: serve.status().applications[cfg.project].deployments["Predictor"]  # noqa: E731
     while deployment().status != "HEALTHY" and time.monotonic() < deadline:
         time.sleep(1)
     assert deployment().status == "HEALTHY", deployment()
@@ -394,6 +402,7 @@ def test_cli_status_predict_and_shutdown(served: Served, capsys: pytest.CaptureF
     from raylane.cli import main
 
     cfg = served.cfg
+    _wait_healthy(cfg)  # the load of earlier tests may have left the autoscaler mid-change
     sets = [a for s in (f"serve.port={cfg.serve.port}", f"serve.auth.api_key_env={KEY_ENV}") for a in ("--set", s)]
     env = {"CHURN_DATA": str(cfg.data.sources[0].path.parent), "RAYLANE_STORAGE": str(cfg.storage_root)}
     with pytest.MonkeyPatch.context() as mp:
