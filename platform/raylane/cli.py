@@ -26,6 +26,7 @@ from rich.table import Table
 from raylane import __version__
 from raylane.config import ProjectConfig, config_schema, load_config
 from raylane.errors import RaylaneError, UserError
+from raylane.jobs import ENTRYPOINTS
 
 __all__ = ["app", "main"]
 
@@ -978,7 +979,7 @@ def _follow(job_client: Any, job_id: str, *, poll_s: float = 1.0) -> str:
 def job_submit(
     ctx: typer.Context,
     config: ConfigArg,
-    name: Annotated[str, typer.Argument(metavar="ENTRYPOINT", help="train, sweep, retrain or materialize.")],
+    name: Annotated[str, typer.Argument(metavar="ENTRYPOINT", help=f"One of: {', '.join(ENTRYPOINTS)}.")],
     set_: SetOpt = None,
     address: AddressOpt = None,
     wait: Annotated[

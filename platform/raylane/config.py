@@ -649,7 +649,8 @@ class ProjectConfig(_Model):
     description: str = Field("", description="Free text.")
     storage_root: ProjectPath = Field(
         description="Where raylane keeps offline tables, the Feast repo, MLflow, checkpoints and reports;"
-        " `.raylane/<project>` next to the config when omitted."
+        " `.raylane/<project>` next to the config when omitted.",
+        json_schema_extra={"x-default": ".raylane/<project>"},  # filled in by _default_storage_root
     )
     data: DataConfig = Field(description="Raw sources and labels.")
     entity: EntityConfig = Field(description="The entity.")
@@ -836,6 +837,9 @@ def config_reference() -> str:
         return str(annotation)
 
     def default(field: Any) -> str:
+        extra = field.json_schema_extra
+        if isinstance(extra, dict) and "x-default" in extra:  # a default derived from other fields
+            return f"`{extra['x-default']}`"
         if field.default is not PydanticUndefined:
             value = field.default
         elif field.default_factory is not None:
