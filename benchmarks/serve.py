@@ -33,6 +33,10 @@ from typing import Any
 
 import pandas as pd
 
+# At module level: FastAPI resolves the (string) annotation `request: Request` in the module's
+# globals; imported inside the function, it took `request` for a required query parameter (422).
+from fastapi import FastAPI, Request
+
 from raylane import runtime
 from raylane.features import FeatureRepo
 from raylane.ingest import ingest
@@ -46,7 +50,6 @@ from raylane.train import train
 def bare_app(bundle_dir: str) -> Any:
     """(b): Ray Serve, no raylane: JSON features in, the bundle's predictions out."""
     from ray import serve
-    from starlette.requests import Request
 
     @serve.deployment(max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.5})
     class Bare:
@@ -70,7 +73,6 @@ def uvicorn_main(bundle_dir: str, port: int) -> None:
     """(c): the same model under plain FastAPI/uvicorn (run as a subprocess)."""
     import torch
     import uvicorn
-    from fastapi import FastAPI, Request
 
     from raylane.bundle import ModelBundle
 

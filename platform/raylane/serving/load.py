@@ -4,7 +4,7 @@ Closed loop: ``concurrency`` workers each send a request, wait for its answer, a
 pace themselves so that all together send ``rate`` requests per second. It stops after
 ``duration_s`` or ``requests``. Failed requests (connection errors, 5xx, timeouts) are retried up
 to ``retries`` times; both the raw errors and the requests that failed after their retries are
-counted.
+counted. A 4xx answer fails its request at once (never retried): only 2xx and 3xx count as ok.
 """
 
 from __future__ import annotations
@@ -103,9 +103,14 @@ async def _run(
                 try:
                     async with session.post(url, json=payload, headers=headers) as r:
                         report.statuses[r.status] += 1
-                        data = await r.json(content_type=None) if r.status < 500 else None
                         if r.status >= 500:
                             raise RuntimeError(f"HTTP {r.status}")
+                        data = await r.json(content_type=None) if r.status < 400 else None
+                    if r.status >= 400:  # the request itself was refused: a retry would be too
+                        report.raw_errors += 1
+                        report.errors[f"HTTP {r.status}"] += 1
+                        report.failed += 1
+                        break
                     report.ok += 1
                     report.latencies_ms.append((time.perf_counter() - t0) * 1000)
                     if isinstance(data, dict) and "model" in data:
