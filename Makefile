@@ -24,7 +24,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
-# Only the slow ones: load, chaos, multi-node and end-to-end tests (~12 min on 2 cores).
+# Only the slow ones: load, chaos, multi-node and end-to-end tests (~15 min on 2 cores).
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
 
