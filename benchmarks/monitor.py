@@ -11,7 +11,7 @@
    with traffic at concurrency 8 and a profile every 100 rows or 1 s (the job is stopped once
    submitted).
 
-Run: `.venv/bin/python benchmarks/monitor.py [--seconds 5] [--flush-rows 200] [--flush-seconds 5]`.
+Run: `.venv/bin/python benchmarks/monitor.py [--seconds 5] [--flush-rows 1000] [--flush-seconds 5]`.
 """
 
 from __future__ import annotations
