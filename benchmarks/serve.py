@@ -121,16 +121,15 @@ class Client:
     def __init__(self, kind: str, folder: Path) -> None:
         self.kind = kind
         self.folder = folder
-        self.scripts: dict[str, Path] = {}
+        self.scripts: dict[Callable[[int], Any], Path] = {}  # one wrk script per body function
 
     def _script(self, body: Callable[[int], Any]) -> Path:
-        key = f"{body.__qualname__}-{id(body)}"
-        if key not in self.scripts:
+        if body not in self.scripts:
             texts = (json.dumps(body(i)) for i in range(200))  # the bodies the service cycles through
             path = self.folder / f"wrk-{len(self.scripts)}.lua"
             path.write_text(_WRK_SCRIPT % ", ".join(f"[==[{t}]==]" for t in texts))
-            self.scripts[key] = path
-        return self.scripts[key]
+            self.scripts[body] = path
+        return self.scripts[body]
 
     def load(self, url: str, body: Callable[[int], Any], concurrency: int, seconds: float) -> Measured:
         if self.kind == "python":
