@@ -11,6 +11,7 @@ Example::
         train_ds = FeatureRepo(cfg).training_set()
 """
 
+from raylane._version import __version__
 from raylane.config import ProjectConfig, load_config
 from raylane.errors import (
     ClusterError,
@@ -20,8 +21,6 @@ from raylane.errors import (
     RaylaneError,
     UserError,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ClusterError",

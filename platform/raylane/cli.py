@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from raylane import __version__
+from raylane._version import __version__
 from raylane.config import ProjectConfig, config_schema, load_config
 from raylane.errors import RaylaneError, UserError
 from raylane.jobs import ENTRYPOINTS

@@ -2,12 +2,19 @@
 
 ```
 RaylaneError                 root; ``exit_code`` 1 (an internal error, a bug to report)
+├── PipelineFailed           a `raylane run` step failed; carries the step's result and exit code
 └── UserError                something the user can fix; ``exit_code`` 2
     ├── ConfigError          the project config: missing file, unknown key, wrong type, bad override
     ├── DataError            a raw source: missing column, wrong dtype, empty file, broken csv row
     ├── FeatureStoreError    Feast: not applied yet, unknown feature view, unusable backend
-    └── ClusterError         Ray: cannot start, cannot connect, a request the cluster can never satisfy
+    ├── ClusterError         Ray: cannot start, cannot connect, a request the cluster can never satisfy
+    ├── RegistryError        MLflow registry: unknown model, version or alias, nothing to roll back
+    ├── ServeError           serving cannot start or be reached as configured
+    └── SweepInterrupted     Ctrl-C before every trial ended; ``exit_code`` 130, resumable
 ```
+
+HTTP errors of the serving API (``serving.api.ApiError``) are not in this tree: they are answers
+to one request (a status code and a detail), never raised out of raylane.
 
 Every message names the file, field or value that is wrong and says how to fix it. The CLI prints
 the message without a traceback (``--debug`` shows it) and exits with ``exit_code``.
@@ -15,12 +22,18 @@ the message without a traceback (``--debug`` shows it) and exits with ``exit_cod
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "ClusterError",
     "ConfigError",
     "DataError",
     "FeatureStoreError",
+    "PipelineFailed",
     "RaylaneError",
+    "RegistryError",
+    "ServeError",
+    "SweepInterrupted",
     "UserError",
 ]
 
@@ -69,3 +82,26 @@ class FeatureStoreError(UserError):
 
 class ClusterError(UserError):
     """Ray cannot be started or reached, or a request can never be satisfied by the cluster."""
+
+
+class RegistryError(UserError):
+    """A registry request that cannot be done: unknown model, version or alias, nothing to roll back."""
+
+
+class ServeError(UserError):
+    """Serving cannot start or be reached as configured."""
+
+
+class SweepInterrupted(UserError):
+    """The sweep was interrupted (Ctrl-C) before every trial ended; it can be resumed."""
+
+    exit_code = 130
+
+
+class PipelineFailed(RaylaneError):
+    """A step failed; ``result`` (a ``PipelineResult``) says which steps ran; the exit code is the step error's."""
+
+    def __init__(self, message: str, *, fix: str | None, result: Any, exit_code: int) -> None:
+        super().__init__(message, fix=fix)
+        self.result = result
+        self.exit_code = exit_code

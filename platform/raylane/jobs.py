@@ -37,7 +37,12 @@ from raylane.config import ProjectConfig
 from raylane.errors import ClusterError, UserError
 
 __all__ = [
+    "ENDED",
     "ENTRYPOINTS",
+    "FAILED",
+    "LOST",
+    "STOPPED",
+    "SUCCEEDED",
     "TERMINAL",
     "client",
     "dashboard_address",
@@ -55,7 +60,11 @@ ENTRYPOINTS: dict[str, str] = {
     "retrain": "ingest the newest data, materialize, train, gate and promote (what the monitor submits)",
     "materialize": "load feature rows from the offline tables into the online store",
 }
-TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+# Job statuses, spelled once. The first three are Ray's terminal `JobStatus` values; LOST is
+# raylane's own, for a job the job API no longer knows (recorded by the monitor).
+SUCCEEDED, FAILED, STOPPED, LOST = "SUCCEEDED", "FAILED", "STOPPED", "LOST"
+TERMINAL = (SUCCEEDED, FAILED, STOPPED)
+ENDED = (*TERMINAL, LOST)
 _CLI = {"materialize": ["features", "materialize"], "pipeline": ["run"]}  # the `raylane` command of a job
 CONFIG_NAME = "raylane-config.json"
 

@@ -1,16 +1,82 @@
-"""Lineage: what a model was made from (code, config, data, job), recorded as MLflow tags."""
+"""Lineage: what a model was made from (code, config, data, job), recorded as MLflow tags.
+
+`Lineage` is the one definition of those tag names: a registered model version carries them bare
+(``git_sha``, ``data_hash``, …; `Lineage.to_tags()`), a training run carries them under the
+``raylane.`` prefix (`Lineage.to_tags(RUN_PREFIX)`). `Tag` names raylane's other run tags.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-__all__ = ["code_version", "data_fingerprint", "ray_ids"]
+__all__ = ["RUN_PREFIX", "Lineage", "Tag", "code_version", "data_fingerprint", "ray_ids"]
+
+RUN_PREFIX = "raylane."
+
+
+class Tag:
+    """raylane's MLflow run tags other than lineage (one place for their names)."""
+
+    KIND = "raylane.kind"  # sweep | trial | pipeline step kinds
+    STATUS = "raylane.status"
+    TRIGGER = "raylane.trigger"
+    REPRODUCES = "raylane.reproduces"
+    SWEEP = "raylane.sweep"
+    TRIAL_ID = "raylane.trial_id"
+    OUTCOME = "raylane.outcome"
+    EPOCHS = "raylane.epochs"
+    BEST_TRIAL = "raylane.best_trial"
+    BEST_RUN_ID = "raylane.best_run_id"
+    REGISTERED_VERSION = "raylane.registered_version"
+    PIPELINE = "raylane.pipeline"
+    PIPELINE_RUN = "raylane.pipeline_run"
+    STEPS = "raylane.steps"
+    # Ray job metadata (not MLflow): which project and entrypoint a submitted job belongs to.
+    JOB_PROJECT = "raylane.project"
+    JOB_ENTRYPOINT = "raylane.entrypoint"
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """What one model was made from. Every field is a string, as MLflow tags are; '' when unknown."""
+
+    git_sha: str = ""
+    git_dirty: str = ""
+    config_hash: str = ""
+    data_views: str = ""
+    data_rows: str = ""
+    data_label_time_min: str = ""
+    data_label_time_max: str = ""
+    data_hash: str = ""
+    ray_job_id: str = ""
+    ray_submission_id: str = ""
+    project: str = ""
+    parent_version: str = ""
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def to_tags(self, prefix: str = "") -> dict[str, str]:
+        """The non-empty fields as tags (``prefix`` + name); `from_tags` reads them back."""
+        return {f"{prefix}{k}": v for k, v in dataclasses.asdict(self).items() if v != ""}
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str], prefix: str = "") -> Lineage:
+        """The lineage in a tag mapping (a model version's, or a run's with ``prefix``); other tags are ignored."""
+        return cls(**{k: str(tags[f"{prefix}{k}"]) for k in cls.names() if f"{prefix}{k}" in tags})
+
+    def replace(self, **changes: str) -> Lineage:
+        return dataclasses.replace(self, **changes)
 
 
 def code_version(where: Path | None = None) -> dict[str, str]:

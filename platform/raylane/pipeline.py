@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from raylane.config import ProjectConfig
-from raylane.errors import RaylaneError, UserError
+from raylane.errors import PipelineFailed, RaylaneError, UserError
 
 __all__ = ["STEPS", "PipelineFailed", "PipelineResult", "StepResult", "run_pipeline"]
 
@@ -63,15 +63,6 @@ class PipelineResult:
 
     def step(self, name: str) -> StepResult:
         return next(s for s in self.steps if s.name == name)
-
-
-class PipelineFailed(RaylaneError):
-    """A step failed; ``result`` says which steps ran, and the exit code is the step error's."""
-
-    def __init__(self, message: str, *, fix: str | None, result: PipelineResult, exit_code: int) -> None:
-        super().__init__(message, fix=fix)
-        self.result = result
-        self.exit_code = exit_code
 
 
 def state_path(cfg: ProjectConfig) -> Path:
@@ -137,7 +128,7 @@ class _Steps:
         if name == "features":
             return {"config": _sections(cfg, "entity", "features", "backends.feast"), "after": previous}
         if name == "train":
-            from raylane import __version__
+            from raylane._version import __version__
             from raylane.lineage import code_version
 
             sections = ["data.labels", "model", "train", "registry", *(["tune"] if self.sweep else [])]

@@ -21,16 +21,12 @@ import pandas as pd
 
 from raylane.bundle import ModelBundle
 from raylane.config import ProjectConfig
-from raylane.errors import UserError
+from raylane.errors import RegistryError
 
 __all__ = ["GateDecision", "Registry", "RegistryError"]
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 _HISTORY = "champion_history"
-
-
-class RegistryError(UserError):
-    """A registry request that cannot be done: unknown model, version or alias, nothing to roll back."""
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from raylane.config import ProjectConfig
-from raylane.errors import RaylaneError, UserError
+from raylane.errors import RaylaneError, SweepInterrupted, UserError
 from raylane.train import Prepared, TrainResult, ensure_experiment, finish, log_run_header, make_trainer, prepare
 
 __all__ = [
@@ -65,12 +65,6 @@ _STATE = "sweep.json"
 # takes no CPU (Tune needs some resource in a trial's bundle: one byte of memory).
 _BEST_PATH, _BEST_SCORE = "best_checkpoint_path", "best_checkpoint_score"  # in a trial's final report
 _TRIAL_RESOURCES: dict[str, float] = {"cpu": 0, "memory": 1}
-
-
-class SweepInterrupted(UserError):
-    """The sweep was interrupted (Ctrl-C) before every trial ended; it can be resumed."""
-
-    exit_code = 130
 
 
 @dataclass

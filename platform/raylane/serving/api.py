@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from raylane import __version__
+from raylane._version import __version__
 from raylane.serving.app import ApiError
 from raylane.serving.schemas import field_path
 

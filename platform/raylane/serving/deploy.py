@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from raylane.config import ProjectConfig
-from raylane.errors import UserError
+from raylane.errors import ServeError
 
 __all__ = [
     "Client",
@@ -44,10 +44,6 @@ __all__ = [
     "status",
     "undeploy",
 ]
-
-
-class ServeError(UserError):
-    """Serving cannot start or be reached as configured."""
 
 
 @dataclass(frozen=True)
