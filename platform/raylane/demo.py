@@ -149,8 +149,8 @@ def run_demo(cfg: ProjectConfig, *, size: str = "small", step: Callable[[str], o
 
         import pandas as pd
 
+        from raylane.inference_log import read_predictions
         from raylane.monitoring import monitor_dir
-        from raylane.serving.inference_log import read_predictions
 
         shutil.rmtree(monitor_dir(cfg), ignore_errors=True)  # each demo is a new episode (no old cooldown)
         record = deploy(cfg, embedded=True)  # starts the project's monitor too

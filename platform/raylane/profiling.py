@@ -1,4 +1,8 @@
-"""whylogs profiles, with the one workaround whylogs 1.6 needs under numpy 2.
+"""Making whylogs profiles of a data frame, with the one workaround whylogs 1.6 needs under numpy 2.
+
+Used by training (the reference profile logged with each model) and by the replicas' profile sink.
+It holds no state and sends nothing: buffering live rows and shipping their profiles to the monitor
+is `raylane.monitoring.sink`'s job.
 
 whylogs 1.6 fails on pandas ``string`` and ``datetime64`` columns (``np.unicode_`` was removed in
 numpy 2). `profile` converts those columns first: strings to ``object``, times to int64 epoch

@@ -47,8 +47,8 @@ def feedback_labels(cfg: ProjectConfig) -> int:
 
     Written as one more parquet file in the labels' offline folder, with the folder's own schema
     (the timestamp is the prediction's, the label the feedback's)."""
+    from raylane.inference_log import read
     from raylane.ingest import offline_path
-    from raylane.serving.inference_log import read
 
     labels = cfg.data.labels
     src = cfg.data.source(labels.source)

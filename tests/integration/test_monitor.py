@@ -333,7 +333,7 @@ def test_closed_loop_drift_retrain_promote(project: Project) -> None:
 
     from raylane.model import metrics
     from raylane.monitoring import start, stop
-    from raylane.monitoring.profiler import ProfileSink
+    from raylane.monitoring.sink import ProfileSink
 
     hour = project.cfg.monitor.model_copy(update={"cooldown": timedelta(hours=1)})
     cfg = project.cfg.model_copy(update={"monitor": hour})

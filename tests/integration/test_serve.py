@@ -20,10 +20,10 @@ import pytest
 
 from raylane.config import ProjectConfig
 from raylane.features import FeatureRepo
+from raylane.inference_log import read as read_log
 from raylane.ingest import ingest
 from raylane.registry import Registry
 from raylane.serving import Client, deploy, read_record, undeploy
-from raylane.serving.inference_log import read as read_log
 from raylane.serving.load import run_load
 from raylane.testing import example_config_path, example_project, free_port
 from raylane.train import train

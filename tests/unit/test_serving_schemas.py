@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from raylane.config import ProjectConfig, load_config
-from raylane.serving.inference_log import LogWriter, feedback_schema, log_dir, prediction_schema, read
+from raylane.inference_log import LogWriter, feedback_schema, log_dir, prediction_schema, read
 from raylane.serving.schemas import Schemas, field_path
 from raylane.testing import example_config_path
 

@@ -8,6 +8,9 @@ it holds; a replica that crashes loses at most its last unflushed interval.
 
 `read` joins the two: every prediction with its feedback label (the latest one, if several), the
 set later issues train and measure live performance on.
+
+Written by serving (`LogWriter` in each replica), read by monitoring (a window's live metric) and
+retraining (labels from /feedback): it sits below all three, so none of them imports another for it.
 """
 
 from __future__ import annotations

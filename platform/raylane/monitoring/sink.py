@@ -1,4 +1,8 @@
-"""Profiles of live traffic, made in each Serve replica and sent to the project's monitor.
+"""The replica side of monitoring: `ProfileSink` buffers a Serve replica's scored rows and ships
+them, as whylogs profiles, to the project's monitor actor.
+
+It is not where profiles are made (`raylane.profiling.profile` does that, for training's reference
+profile too) nor where they are read (the monitor, `raylane.monitoring.actor`).
 
 A replica adds each scored row (its features and prediction) to a buffer; off the request path
 (the replica's I/O thread) the buffer becomes a whylogs profile every ``monitor.flush_rows`` rows
@@ -87,7 +91,7 @@ class ProfileSink:
     def _send(self) -> int:
         import ray
 
-        from raylane.monitoring.actor import monitor_handle
+        from raylane.monitoring.control import monitor_handle
 
         sent = 0
         while self.pending:
