@@ -23,8 +23,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raylane.config import ProjectConfig
+from raylane.lineage import Tag
 
-__all__ = ["RetrainResult", "feedback_labels", "retrain"]
+__all__ = ["RetrainResult", "feedback_labels", "retrain", "write_result"]
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def retrain(cfg: ProjectConfig, reason: str, *, step: Callable[[str], object] = 
     step("applying and materializing features")
     repo.apply()
     repo.materialize()
-    result = train(cfg, step=step, extra_tags={"raylane.trigger": reason[:500]})
+    result = train(cfg, step=step, extra_tags={Tag.TRIGGER: reason[:500]})
     return RetrainResult(
         reason=reason,
         version=result.version,
@@ -109,5 +110,6 @@ def retrain(cfg: ProjectConfig, reason: str, *, step: Callable[[str], object] = 
 
 
 def write_result(result: RetrainResult, path: Path) -> None:
+    """Where the monitor finds what its retrain job produced (``monitor/retrains/<job id>.json``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(asdict(result), indent=1))
