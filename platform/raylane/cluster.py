@@ -9,7 +9,8 @@ after the grace period is killed. It never runs ``ray stop``, which kills every 
 machine.
 
 Point raylane at the cluster with ``backends.ray.address: 127.0.0.1:<port>`` (drivers) or submit
-jobs to its job API (``raylane job submit``), whose address the record keeps.
+jobs to its job API (``raylane job submit``), whose address the record keeps. `status` answers a
+`ClusterStatus`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from raylane.config import ProjectConfig
 from raylane.errors import ClusterError
 from raylane.runtime import ensure_token, token_path
 
-__all__ = ["LocalCluster", "Node", "auth_headers", "down", "read_record", "status", "up"]
+__all__ = ["ClusterStatus", "LocalCluster", "Node", "auth_headers", "down", "read_record", "status", "up"]
 
 HOST = "127.0.0.1"
 
@@ -310,15 +311,34 @@ def _forget_address(address: str) -> None:
             note.unlink()
 
 
-def status(cfg: ProjectConfig, name: str = "local") -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class ClusterStatus:
+    """What `status` found: the recorded cluster, its processes and what Ray reports."""
+
+    cluster: LocalCluster
+    processes: dict[int, bool]  # pid of each ``ray start`` → still running
+    alive_nodes: int | None  # nodes Ray reports alive; None when the dashboard does not answer
+    cpus: float | None  # their CPUs; None when the dashboard does not answer
+
+    @property
+    def reachable(self) -> bool:
+        return self.alive_nodes is not None
+
+    # Transitional (issue 12): the CLI still reads the dict `status` returned before. Remove once
+    # ``raylane cluster status`` reads the attributes.
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+
+def status(cfg: ProjectConfig, name: str = "local") -> ClusterStatus | None:
     """The recorded cluster, its processes and the nodes Ray reports alive; None when none is recorded."""
     cluster = read_record(cfg, name)
     if cluster is None:
         return None
     nodes = _live_nodes(cluster, cfg)
-    return {
-        "cluster": cluster,
-        "processes": {n.pid: _alive(n.pid) for n in cluster.nodes},
-        "alive_nodes": None if nodes is None else len(nodes),
-        "cpus": None if nodes is None else sum(n.get("resources_total", {}).get("CPU", 0) for n in nodes),
-    }
+    return ClusterStatus(
+        cluster=cluster,
+        processes={n.pid: _alive(n.pid) for n in cluster.nodes},
+        alive_nodes=None if nodes is None else len(nodes),
+        cpus=None if nodes is None else sum(n.get("resources_total", {}).get("CPU", 0) for n in nodes),
+    )

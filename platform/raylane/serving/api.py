@@ -1,17 +1,22 @@
-"""The FastAPI app of a `Predictor` replica: routes, body checks and the error format.
+"""The HTTP side of a replica: its FastAPI app, the API key check, body checks and the error format.
 
 Errors are JSON ``{"detail": "<message>", "errors": [{"field": ..., "problem": ...}]}``, with the
 status saying what kind: 400 unreadable body (not UTF-8, not JSON), 401/403 API key, 404 unknown
 entity (``serve.unknown_entity: reject``), 413 body over ``serve.max_body_bytes``, 415 not JSON,
 422 a field's value, 504 over ``serve.request_timeout_s``.
+
+This module knows the replica only through the `Replica` protocol (what the routes call); the
+replica (`raylane.serving.app.Predictor`) builds its app with `build_api(self)`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import uuid
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,15 +24,132 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from raylane._version import __version__
-from raylane.serving.app import ApiError
+from raylane.lineage import Lineage
 from raylane.serving.schemas import field_path
 
 if TYPE_CHECKING:
-    from raylane.serving.app import Predictor
+    from raylane.bundle import ModelBundle
+    from raylane.config import ProjectConfig
+    from raylane.serving.schemas import Schemas
 
-__all__ = ["build_api"]
+__all__ = ["ApiError", "ApiKeyCheck", "Replica", "Score", "ServedModel", "build_api"]
 
 _MAX_LISTED = 10
+
+
+class ApiError(Exception):
+    """An HTTP error answer: status, a message naming what was wrong, and per-field problems."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        errors: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.errors = errors or []
+        self.headers = headers or {}
+
+
+class ApiKeyCheck:
+    """The API key check of one service: it holds the key's SHA-256 digest, never the key.
+
+    ``ApiKeyCheck(None)`` lets every request through (auth off).
+    """
+
+    def __init__(self, key_sha256: str | None) -> None:
+        self._digest = key_sha256
+
+    @property
+    def enabled(self) -> bool:
+        return self._digest is not None
+
+    def __call__(self, headers: Mapping[str, str]) -> None:
+        """401 without an API key, 403 with a wrong one; nothing when no key is configured."""
+        if self._digest is None:
+            return
+        given = headers.get("x-api-key")
+        auth = headers.get("authorization", "")
+        if not given and auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        if not given:
+            raise ApiError(
+                401,
+                "an API key is required: send it in the X-API-Key header (or `Authorization: Bearer <key>`)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        # digests compared in constant time: the answer's timing tells nothing about the key
+        if not hmac.compare_digest(hashlib.sha256(given.encode()).hexdigest(), self._digest):
+            raise ApiError(403, "the API key is not valid for this service")
+
+
+# ----- what the routes need from the replica
+
+
+class ServedModel(Protocol):
+    """A model version a replica serves."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def loaded_at(self) -> str: ...
+    @property
+    def tags(self) -> Mapping[str, str]: ...
+    @property
+    def bundle(self) -> ModelBundle: ...
+
+
+class Score(Protocol):
+    """One entity's score."""
+
+    @property
+    def prediction(self) -> Any: ...
+    @property
+    def probabilities(self) -> list[float] | None: ...  # multiclass: one per class
+    @property
+    def known(self) -> bool: ...  # False: the online store had no features for the entity
+
+
+M = TypeVar("M", bound=ServedModel)
+S = TypeVar("S", bound=Score)
+
+
+class Replica(Protocol[M, S]):
+    """What the app calls on its replica: the config, scoring and the inference log."""
+
+    @property
+    def cfg(self) -> ProjectConfig: ...
+    @property
+    def key(self) -> str: ...  # the entity's join key
+    @property
+    def feature_names(self) -> list[str]: ...
+    @property
+    def schemas(self) -> Schemas: ...
+    @property
+    def auth(self) -> ApiKeyCheck: ...
+    @property
+    def replica(self) -> str: ...
+    @property
+    def served(self) -> int: ...  # entities scored so far
+    @property
+    def model(self) -> M: ...  # the version current now
+    @property
+    def log_rows_pending(self) -> int: ...
+
+    async def score(self, rows: list[Any]) -> tuple[M, list[S]]: ...
+    def log_predictions(self, request_id: str, model: M, rows: list[Any], scored: list[S]) -> None: ...
+    def log_feedback(self, item: Any) -> None: ...
+
+
+# ----- requests and answers
 
 
 def _error(exc: ApiError) -> JSONResponse:
@@ -82,12 +204,112 @@ async def _read_json_body(request: Request, limit: int) -> bytes:
     return body
 
 
-def build_api(p: Predictor) -> FastAPI:
-    """The app, its routes closing over the replica ``p``."""
-    cfg = p.cfg
-    s = cfg.serve
-    key = p.key
-    fields = [key, *p.feature_names]
+async def _parse(p: Replica[M, S], request: Request, validate: Callable[[bytes], Any], known: list[str]) -> Any:
+    """API key, then the body's checks, then the pydantic model (the same for every POST)."""
+    p.auth(request.headers)
+    body = await _read_json_body(request, p.cfg.serve.max_body_bytes)
+    try:
+        return validate(body)
+    except ValidationError as exc:
+        raise _invalid(exc, known) from None
+
+
+async def _timed(coro: Any, timeout_s: float) -> Any:
+    try:
+        return await asyncio.wait_for(coro, timeout_s)
+    except TimeoutError:
+        raise ApiError(504, f"the request took over {timeout_s} s (serve.request_timeout_s)") from None
+
+
+def _reject_unknown(key: str, unknown: list[Any]) -> ApiError:
+    shown = ", ".join(map(str, unknown[:_MAX_LISTED])) + (" …" if len(unknown) > _MAX_LISTED else "")
+    return ApiError(
+        404,
+        f"no features for {key} {shown} in the online store (unknown, or older than the views' ttl);"
+        " materialize the features, or send every feature with the request",
+        errors=[{"field": f"{key}", "problem": f"unknown {key} {k}"} for k in unknown[:_MAX_LISTED]],
+    )
+
+
+def _predictions(key: str, model: ServedModel, rows: list[Any], scored: list[S]) -> list[dict[str, Any]]:
+    out = []
+    for row, sc in zip(rows, scored, strict=True):
+        item: dict[str, Any] = {key: getattr(row, key), "prediction": sc.prediction}
+        if sc.probabilities is not None:
+            item["probabilities"] = dict(zip(map(str, model.bundle.pre.classes), sc.probabilities, strict=True))
+        if not sc.known:
+            item["imputed"] = True
+        out.append(item)
+    return out
+
+
+async def _predict(p: Replica[M, S], request: Request) -> dict[str, Any]:
+    s = p.cfg.serve
+    rows = await _parse(p, request, p.schemas.parse_predict, [p.key, *p.feature_names])
+    model, scored = await _timed(p.score(rows), s.request_timeout_s)
+    unknown = [getattr(r, p.key) for r, sc in zip(rows, scored, strict=True) if not sc.known]
+    if unknown and s.unknown_entity == "reject":
+        raise _reject_unknown(p.key, unknown)
+    request_id = uuid.uuid4().hex
+    p.log_predictions(request_id, model, rows, scored)
+    return {
+        "request_id": request_id,
+        "model": {"name": model.name, "version": model.version, "alias": s.model_alias},
+        "predictions": _predictions(p.key, model, rows, scored),
+    }
+
+
+def _lineage(tags: Mapping[str, str]) -> dict[str, str]:
+    """The lineage /metadata shows (not the submission id or project), in its order, the known ones only."""
+    lin = Lineage.from_tags(tags)
+    shown = {
+        "git_sha": lin.git_sha,
+        "git_dirty": lin.git_dirty,
+        "config_hash": lin.config_hash,
+        "data_hash": lin.data_hash,
+        "data_rows": lin.data_rows,
+        "data_views": lin.data_views,
+        "data_label_time_min": lin.data_label_time_min,
+        "data_label_time_max": lin.data_label_time_max,
+        "ray_job_id": lin.ray_job_id,
+        "parent_version": lin.parent_version,
+    }
+    return {k: v for k, v in shown.items() if v != ""}
+
+
+def _metadata(p: Replica[M, S]) -> dict[str, Any]:
+    cfg, s, m = p.cfg, p.cfg.serve, p.model
+    return {
+        "project": cfg.project,
+        "task": cfg.model.task,
+        "model": {
+            "name": m.name,
+            "version": m.version,
+            "alias": s.model_alias,
+            "run_id": m.run_id,
+            "loaded_at": m.loaded_at,
+            "gate": {k.split(".", 1)[1]: v for k, v in m.tags.items() if k.startswith("gate.")},
+        },
+        "lineage": _lineage(m.tags),
+        "entity": {"name": cfg.entity.name, "join_key": p.key},
+        "features": [
+            {"name": f, "dtype": t, "used_by_model": f in m.bundle.features}
+            for f, t in p.schemas.feature_dtypes.items()
+        ],
+        "label": cfg.data.labels.column,
+        "classes": [str(c) for c in m.bundle.pre.classes] if cfg.model.task == "multiclass" else None,
+        "limits": {
+            "max_entities_per_request": s.max_entities_per_request,
+            "max_body_bytes": s.max_body_bytes,
+            "request_timeout_s": s.request_timeout_s,
+        },
+        "unknown_entity": s.unknown_entity,
+        "auth": p.auth.enabled,
+        "replica": p.replica,
+    }
+
+
+def _new_app(cfg: ProjectConfig) -> FastAPI:
     api = FastAPI(
         title=f"raylane · {cfg.project}",
         description=(cfg.description or "") + f"\n\nPredictions of the `{cfg.model_name}` model ({cfg.model.task}).",
@@ -106,20 +328,13 @@ def build_api(p: Predictor) -> FastAPI:
         problems = [{"field": field_path(tuple(e["loc"])), "problem": str(e["msg"])} for e in exc.errors()]
         return _error(ApiError(422, "invalid request", errors=problems))
 
-    async def parse(request: Request, validate: Callable[[bytes], Any], known: list[str]) -> Any:
-        """API key, then the body's checks, then the pydantic model (the same for every POST)."""
-        p.authorize(request.headers)
-        body = await _read_json_body(request, s.max_body_bytes)
-        try:
-            return validate(body)
-        except ValidationError as exc:
-            raise _invalid(exc, known) from None
+    return api
 
-    async def timed(coro: Any) -> Any:
-        try:
-            return await asyncio.wait_for(coro, s.request_timeout_s)
-        except TimeoutError:
-            raise ApiError(504, f"the request took over {s.request_timeout_s} s (serve.request_timeout_s)") from None
+
+def build_api(p: Replica[M, S]) -> FastAPI:
+    """The app, its routes closing over the replica ``p``."""
+    api = _new_app(p.cfg)
+    feedback_model = p.schemas.Feedback
 
     @api.post(
         "/predict",
@@ -127,33 +342,7 @@ def build_api(p: Predictor) -> FastAPI:
         openapi_extra=p.schemas.openapi_predict(),
     )
     async def predict(request: Request) -> JSONResponse:
-        rows = await parse(request, p.schemas.parse_predict, fields)
-        model, scored = await timed(p.score(rows))
-        unknown = [getattr(r, key) for r, sc in zip(rows, scored, strict=True) if not sc.known]
-        if unknown and s.unknown_entity == "reject":
-            shown = ", ".join(map(str, unknown[:_MAX_LISTED])) + (" …" if len(unknown) > _MAX_LISTED else "")
-            raise ApiError(
-                404,
-                f"no features for {key} {shown} in the online store (unknown, or older than the views' ttl);"
-                " materialize the features, or send every feature with the request",
-                errors=[{"field": f"{key}", "problem": f"unknown {key} {k}"} for k in unknown[:_MAX_LISTED]],
-            )
-        request_id = uuid.uuid4().hex
-        p.log_predictions(request_id, model, rows, scored)
-        out = []
-        for row, sc in zip(rows, scored, strict=True):
-            item: dict[str, Any] = {key: getattr(row, key), "prediction": sc.prediction}
-            if sc.probabilities is not None:
-                item["probabilities"] = dict(zip(map(str, model.bundle.pre.classes), sc.probabilities, strict=True))
-            if not sc.known:
-                item["imputed"] = True
-            out.append(item)
-        answer = {
-            "request_id": request_id,
-            "model": {"name": model.name, "version": model.version, "alias": s.model_alias},
-            "predictions": out,
-        }
-        return JSONResponse(answer)
+        return JSONResponse(await _predict(p, request))
 
     @api.post(
         "/feedback",
@@ -162,7 +351,7 @@ def build_api(p: Predictor) -> FastAPI:
         openapi_extra=p.schemas.openapi_feedback(),
     )
     async def feedback(request: Request) -> JSONResponse:
-        item = await parse(request, p.schemas.Feedback.model_validate_json, list(p.schemas.Feedback.model_fields))
+        item = await _parse(p, request, feedback_model.model_validate_json, list(feedback_model.model_fields))
         p.log_feedback(item)
         return JSONResponse({"request_id": item.request_id, "accepted": True}, status_code=202)
 
@@ -173,51 +362,11 @@ def build_api(p: Predictor) -> FastAPI:
             "replica": p.replica,
             "model": {"name": p.model.name, "version": p.model.version},
             "served": p.served,
-            "log_rows_pending": p.predictions.pending + p.feedback.pending,
+            "log_rows_pending": p.log_rows_pending,
         }
 
     @api.get("/metadata", summary="The model, its lineage and the features it reads")
     async def metadata() -> dict[str, Any]:
-        m = p.model
-        lineage_keys = (
-            "git_sha",
-            "git_dirty",
-            "config_hash",
-            "data_hash",
-            "data_rows",
-            "data_views",
-            "data_label_time_min",
-            "data_label_time_max",
-            "ray_job_id",
-            "parent_version",
-        )
-        return {
-            "project": cfg.project,
-            "task": cfg.model.task,
-            "model": {
-                "name": m.name,
-                "version": m.version,
-                "alias": s.model_alias,
-                "run_id": m.run_id,
-                "loaded_at": m.loaded_at,
-                "gate": {k.split(".", 1)[1]: v for k, v in m.tags.items() if k.startswith("gate.")},
-            },
-            "lineage": {k: m.tags[k] for k in lineage_keys if k in m.tags},
-            "entity": {"name": cfg.entity.name, "join_key": key},
-            "features": [
-                {"name": f, "dtype": t, "used_by_model": f in m.bundle.features}
-                for f, t in p.schemas.feature_dtypes.items()
-            ],
-            "label": cfg.data.labels.column,
-            "classes": [str(c) for c in m.bundle.pre.classes] if cfg.model.task == "multiclass" else None,
-            "limits": {
-                "max_entities_per_request": s.max_entities_per_request,
-                "max_body_bytes": s.max_body_bytes,
-                "request_timeout_s": s.request_timeout_s,
-            },
-            "unknown_entity": s.unknown_entity,
-            "auth": p._key_hash is not None,
-            "replica": p.replica,
-        }
+        return _metadata(p)
 
     return api

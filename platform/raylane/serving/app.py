@@ -1,4 +1,4 @@
-"""The Ray Serve deployment that answers a project's HTTP API (FastAPI ingress).
+"""The replica: the Ray Serve deployment that loads the model, scores, logs and profiles.
 
 ``POST /predict`` → API key → content type, body size, UTF-8 → pydantic models generated from the
 feature schema → `@serve.batch` across concurrent requests → one Feast online lookup per batch →
@@ -13,7 +13,8 @@ or answered by two versions. A version that cannot be loaded (missing features, 
 is logged and the replica keeps serving the one it has.
 
 Every answer to bad input is a 4xx whose message names the field and the fix; nothing a client
-sends makes the replica raise.
+sends makes the replica raise. The HTTP side (routes, API key, body checks, error answers) is
+`raylane.serving.api`, which this module builds its FastAPI ingress with.
 """
 
 from __future__ import annotations
@@ -21,55 +22,46 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import hmac
 import logging
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray import serve
 
-__all__ = ["ApiError", "Predictor"]
+from raylane.serving.api import ApiKeyCheck, build_api
+
+if TYPE_CHECKING:
+    from raylane.bundle import ModelBundle
+
+__all__ = ["LoadedModel", "Predictor", "Scored"]
 
 log = logging.getLogger("ray.serve")
 
 
-class ApiError(Exception):
-    """An HTTP error answer: status, a message naming what was wrong, and per-field problems."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        errors: list[dict[str, str]] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.errors = errors or []
-        self.headers = headers or {}
-
-
 @dataclass(frozen=True)
 class LoadedModel:
+    """A model version a replica serves (`raylane.serving.api.ServedModel`)."""
+
     name: str
     version: str
     run_id: str
     tags: dict[str, str]
-    bundle: Any  # raylane.bundle.ModelBundle
+    bundle: ModelBundle
     loaded_at: str
 
 
 @dataclass
 class Scored:
-    prediction: Any
-    probabilities: list[float] | None
+    """One entity's score (`raylane.serving.api.Score`) and the features it was scored with."""
+
+    prediction: Any  # the class label (classification) or the value (regression)
+    probabilities: list[float] | None  # multiclass: one per class
     features: dict[str, Any]
-    known: bool
+    known: bool  # False: no features in the online store (imputed)
+    class_index: int | None = None  # multiclass: the predicted class's index (the monitor profiles it)
 
 
 @serve.deployment
@@ -82,9 +74,9 @@ class Predictor:
 
         from raylane.config import ProjectConfig
         from raylane.features import FeatureRepo
-        from raylane.monitoring.profiler import ProfileSink
+        from raylane.inference_log import LogWriter, feedback_schema, log_dir, prediction_schema
+        from raylane.monitoring.sink import ProfileSink
         from raylane.registry import Registry
-        from raylane.serving.inference_log import LogWriter, feedback_schema, log_dir, prediction_schema
         from raylane.serving.schemas import Schemas
 
         torch.set_num_threads(1)  # a small MLP per batch: threads cost more than they give
@@ -95,7 +87,7 @@ class Predictor:
         self.feature_names = list(self.schemas.feature_dtypes)
         self.online = FeatureRepo(cfg).online()
         self.registry = Registry(cfg)
-        self._key_hash = api_key_sha256
+        self.auth = ApiKeyCheck(api_key_sha256)
         # Scoring (Feast's connection included) runs on the event loop; MLflow and log writes on
         # one I/O thread.
         self._io_pool = ThreadPoolExecutor(1, thread_name_prefix="raylane-io")
@@ -120,8 +112,6 @@ class Predictor:
         self.served = 0
 
     def __serve_build_asgi_app__(self) -> Any:
-        from raylane.serving.api import build_api
-
         return build_api(self)
 
     # ----- the model
@@ -206,30 +196,26 @@ class Predictor:
         frame = pd.DataFrame(columns, dtype=object)
         pred = model.bundle.predict(frame)
         pre = model.bundle.pre
+        if pre.task != "multiclass":
+            return [Scored(float(pred[i]), None, records[i], known[i]) for i in range(len(rows))]
         out = []
         for i in range(len(rows)):
-            if pre.task == "multiclass":
-                probs = [float(p) for p in pred[i]]
-                best = max(range(len(probs)), key=probs.__getitem__)
-                out.append(Scored(str(pre.classes[best]), probs, records[i], known[i]))
-            else:
-                out.append(Scored(float(pred[i]), None, records[i], known[i]))
+            probs = [float(p) for p in pred[i]]
+            best = max(range(len(probs)), key=probs.__getitem__)
+            out.append(Scored(str(pre.classes[best]), probs, records[i], known[i], class_index=best))
         return out
 
     # ----- the inference log
 
+    @property
+    def log_rows_pending(self) -> int:
+        """Rows buffered for the inference log, not yet written."""
+        return self.predictions.pending + self.feedback.pending
+
     def log_predictions(self, request_id: str, model: LoadedModel, rows: list[Any], scored: list[Scored]) -> None:
         if self.profiles is not None:  # the monitor's profile: features and a numeric prediction
             due = self.profiles.add(
-                [
-                    {
-                        **s.features,
-                        "prediction": s.prediction
-                        if s.probabilities is None
-                        else max(range(len(s.probabilities)), key=s.probabilities.__getitem__),
-                    }
-                    for s in scored
-                ]
+                [{**s.features, "prediction": s.prediction if s.class_index is None else s.class_index} for s in scored]
             )
             if due:
                 self._flush_due.set()
@@ -285,23 +271,6 @@ class Predictor:
                 log.exception("raylane: cannot write the inference log")
 
     # ----- Serve hooks
-
-    def authorize(self, headers: Any) -> None:
-        """401 without an API key, 403 with a wrong one; nothing when no key is configured."""
-        if self._key_hash is None:
-            return
-        given = headers.get("x-api-key")
-        auth = headers.get("authorization", "")
-        if not given and auth.lower().startswith("bearer "):
-            given = auth[7:].strip()
-        if not given:
-            raise ApiError(
-                401,
-                "an API key is required: send it in the X-API-Key header (or `Authorization: Bearer <key>`)",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        if not hmac.compare_digest(hashlib.sha256(given.encode()).hexdigest(), self._key_hash):
-            raise ApiError(403, "the API key is not valid for this service")
 
     async def check_health(self) -> None:
         for task in self._tasks:

@@ -1,4 +1,4 @@
-"""Deploy, inspect and stop a project's Ray Serve application; an HTTP client for it.
+"""Deploy, inspect and stop a project's Ray Serve application.
 
 `deploy` checks what serving needs before Ray is asked for anything (a model behind the alias, the
 Feast repo applied, the API key readable), starts Serve's HTTP proxy on ``serve.host:serve.port``
@@ -8,7 +8,8 @@ it again with a changed config rolls the replicas over without dropping requests
 
 A record of the deployment is kept in ``<storage_root>/serve/deployment.json``: `status` and
 `shutdown` find the application through it (its URL, the Ray cluster's address, and the process
-that holds an embedded Ray up, if any).
+that holds an embedded Ray up, if any). `status` answers a `ServeStatus`. The HTTP client, the
+service's URL and the API key are in `raylane.serving.client`.
 
 Security: the API key is never sent to Ray. The replicas receive its SHA-256 digest and compare
 digests in constant time.
@@ -30,11 +31,13 @@ from typing import Any, cast
 
 from raylane.config import ProjectConfig
 from raylane.errors import ServeError
+from raylane.serving.client import Client, api_key, url
 
 __all__ = [
-    "Client",
+    "AppState",
     "Deployment",
-    "api_key",
+    "DeploymentState",
+    "ServeStatus",
     "app",
     "deploy",
     "deployment_options",
@@ -69,42 +72,6 @@ def read_record(cfg: ProjectConfig) -> Deployment | None:
     if not path.exists():
         return None
     return Deployment(**json.loads(path.read_text()))
-
-
-def url(cfg: ProjectConfig) -> str:
-    prefix = cfg.serve.route_prefix.rstrip("/")
-    return f"http://{cfg.serve.host}:{cfg.serve.port}{prefix}"
-
-
-def api_key(cfg: ProjectConfig) -> str | None:
-    """The configured API key, or None when auth is off; a clear error when it cannot be read."""
-    auth = cfg.serve.auth
-    if auth.api_key_env:
-        value = os.environ.get(auth.api_key_env, "").strip()
-        if value:
-            return value
-        if auth.api_key_file is None:
-            raise ServeError(
-                f"serve.auth.api_key_env names ${auth.api_key_env}, which is not set or empty",
-                fix=f"export {auth.api_key_env}=<key> (e.g. `openssl rand -hex 32`), or set serve.auth.api_key_file",
-            )
-    if auth.api_key_file is not None:
-        try:
-            value = auth.api_key_file.read_text().strip()
-        except OSError as exc:
-            raise ServeError(
-                f"serve.auth.api_key_file {auth.api_key_file} cannot be read: {exc.strerror}",
-                fix="write the key into that file (chmod 600), or fix the path",
-            ) from None
-        if not value:
-            raise ServeError(f"serve.auth.api_key_file {auth.api_key_file} is empty", fix="write the key into it")
-        if os.name == "posix" and auth.api_key_file.stat().st_mode & 0o077:
-            raise ServeError(
-                f"serve.auth.api_key_file {auth.api_key_file} can be read by other users",
-                fix=f"chmod 600 {auth.api_key_file}",
-            )
-        return value
-    return None
 
 
 def preflight(cfg: ProjectConfig) -> Any:
@@ -308,80 +275,85 @@ def shutdown(cfg: ProjectConfig, *, timeout_s: float = 60.0) -> str:
     return f"deleted the {record.app} application from the Ray cluster at {record.ray_address}"
 
 
-def status(cfg: ProjectConfig) -> dict[str, Any]:
+@dataclass(frozen=True)
+class DeploymentState:
+    """One deployment of the application, as Serve reports it."""
+
+    status: str  # HEALTHY, UPDATING, UNHEALTHY, …
+    replicas: dict[str, int]  # replica state (RUNNING, STARTING, …) → count
+
+
+@dataclass(frozen=True)
+class AppState:
+    """The application, as Serve reports it (only asked on a Ray cluster)."""
+
+    status: str  # RUNNING, DEPLOYING, …
+    deployments: dict[str, DeploymentState]
+
+
+@dataclass(frozen=True)
+class ServeStatus:
+    """What `status` found: the record, what the endpoint answers and, on a cluster, Serve's view."""
+
+    app: str
+    url: str
+    record: Deployment | None  # None: no deployment recorded
+    # ``/healthz``'s answer; ``{"status": "unreachable", "error": …}`` when the service does not answer
+    health: dict[str, Any]
+    metadata: dict[str, Any] | None = None  # ``/metadata``'s answer; None when unreachable
+    serve: AppState | None = None  # None with an embedded Ray, or when Serve has no such application
+
+    @property
+    def answers(self) -> bool:
+        return self.health.get("status") == "ok"
+
+    # Transitional (issue 12): the CLI still reads the dict `status` returned before (``record`` and
+    # ``serve`` as dicts too). Remove both once ``raylane serve status`` reads the attributes.
+    def __getitem__(self, key: str) -> Any:
+        return asdict(self)[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = asdict(self).get(key)
+        return default if value is None else value
+
+
+def status(cfg: ProjectConfig) -> ServeStatus:
     """The recorded deployment, what its HTTP endpoint says, and (on a cluster) Serve's view."""
     record = read_record(cfg)
-    out: dict[str, Any] = {"app": cfg.project, "url": url(cfg), "record": asdict(record) if record else None}
     client = Client(cfg, timeout_s=3.0)
+    metadata = None
     try:
-        out["health"] = client.get("/healthz")
-        out["metadata"] = client.get("/metadata")
+        health = client.get("/healthz")
+        metadata = client.get("/metadata")
     except ServeError as exc:
-        out["health"] = {"status": "unreachable", "error": str(exc)}
+        health = {"status": "unreachable", "error": str(exc)}
+    finally:
+        client.close()
+    app_state = None
     if record is not None and not record.embedded:
-        from ray import serve
+        app_state = _serve_view(cfg)
+    return ServeStatus(app=cfg.project, url=url(cfg), record=record, health=health, metadata=metadata, serve=app_state)
 
-        from raylane.runtime import ray_session
 
-        with ray_session(cfg.backends.ray):
-            app = serve.status().applications.get(cfg.project)
-            if app is not None:
-                out["serve"] = {
-                    "status": _name(app.status),
-                    "deployments": {
-                        name: {
-                            "status": _name(d.status),
-                            "replicas": {_name(k): v for k, v in d.replica_states.items()},
-                        }
-                        for name, d in app.deployments.items()
-                    },
-                }
-    return out
+def _serve_view(cfg: ProjectConfig) -> AppState | None:
+    from ray import serve
+
+    from raylane.runtime import ray_session
+
+    with ray_session(cfg.backends.ray):
+        app = serve.status().applications.get(cfg.project)
+        if app is None:
+            return None
+        return AppState(
+            status=_name(app.status),
+            deployments={
+                name: DeploymentState(
+                    status=_name(d.status), replicas={_name(k): v for k, v in d.replica_states.items()}
+                )
+                for name, d in app.deployments.items()
+            },
+        )
 
 
 def _name(value: Any) -> str:
     return str(getattr(value, "value", value))
-
-
-class Client:
-    """A small synchronous client of a project's API (the CLI's, the demo's and the tests')."""
-
-    def __init__(self, cfg: ProjectConfig, *, timeout_s: float | None = None, base_url: str | None = None) -> None:
-        import httpx
-
-        self.cfg = cfg
-        key = api_key(cfg)
-        headers = {"X-API-Key": key} if key else {}
-        self.http = httpx.Client(
-            base_url=base_url or url(cfg), headers=headers, timeout=timeout_s or cfg.serve.request_timeout_s + 5
-        )
-
-    def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        import httpx
-
-        try:
-            r = self.http.request(method, path, json=body)
-        except httpx.HTTPError as exc:
-            raise ServeError(
-                f"cannot reach {self.http.base_url}{path}: {exc}",
-                fix="is the service deployed? `raylane serve status CONFIG`",
-            ) from None
-        if r.status_code >= 400:
-            try:
-                detail = r.json().get("detail", r.text)
-            except ValueError:
-                detail = r.text
-            raise ServeError(f"{method} {path} answered {r.status_code}: {detail}")
-        return dict(r.json())
-
-    def get(self, path: str) -> dict[str, Any]:
-        return self._call("GET", path)
-
-    def predict(self, entities: list[dict[str, Any]]) -> dict[str, Any]:
-        return self._call("POST", "/predict", {"entities": entities})
-
-    def feedback(self, request_id: str, label: Any, **key: Any) -> dict[str, Any]:
-        return self._call("POST", "/feedback", {"request_id": request_id, "label": label, **key})
-
-    def close(self) -> None:
-        self.http.close()

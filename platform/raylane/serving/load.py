@@ -14,7 +14,10 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["LoadReport", "run_load"]
 
@@ -97,34 +100,7 @@ async def _run(
             if i is None:
                 return
             report.sent += 1
-            payload = body(i)
-            t0 = time.perf_counter()
-            for attempt in range(retries + 1):
-                try:
-                    async with session.post(url, json=payload, headers=headers) as r:
-                        report.statuses[r.status] += 1
-                        if r.status >= 500:
-                            raise RuntimeError(f"HTTP {r.status}")
-                        data = await r.json(content_type=None) if r.status < 400 else None
-                    if r.status >= 400:  # the request itself was refused: a retry would be too
-                        report.raw_errors += 1
-                        report.errors[f"HTTP {r.status}"] += 1
-                        report.failed += 1
-                        break
-                    report.ok += 1
-                    report.latencies_ms.append((time.perf_counter() - t0) * 1000)
-                    if isinstance(data, dict) and "model" in data:
-                        report.versions.append((time.perf_counter() - started, str(data["model"]["version"])))
-                    if on_answer is not None and isinstance(data, dict):
-                        on_answer(time.perf_counter() - started, data)
-                    break
-                except (aiohttp.ClientError, TimeoutError, RuntimeError) as exc:
-                    report.raw_errors += 1
-                    report.errors[type(exc).__name__ + (f" {exc}" if isinstance(exc, RuntimeError) else "")] += 1
-                    if attempt == retries:
-                        report.failed += 1
-                    else:
-                        await asyncio.sleep(0.05)
+            await _send(session, url, body(i), headers, retries, report, started, on_answer)
             if interval:
                 next_at += interval
                 await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
@@ -135,3 +111,55 @@ async def _run(
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
     report.seconds = time.perf_counter() - started
     return report
+
+
+async def _send(
+    session: aiohttp.ClientSession,
+    url: str,
+    payload: Any,
+    headers: dict[str, str],
+    retries: int,
+    report: LoadReport,
+    started: float,
+    on_answer: Callable[[float, dict[str, Any]], None] | None,
+) -> None:
+    """One request: retried on connection errors, timeouts and 5xx; a 4xx fails it at once."""
+    import aiohttp
+
+    t0 = time.perf_counter()
+    for attempt in range(retries + 1):
+        try:
+            async with session.post(url, json=payload, headers=headers) as r:
+                report.statuses[r.status] += 1
+                if r.status >= 500:
+                    raise RuntimeError(f"HTTP {r.status}")
+                data = await r.json(content_type=None) if r.status < 400 else None
+            if r.status >= 400:  # the request itself was refused: a retry would be too
+                report.raw_errors += 1
+                report.errors[f"HTTP {r.status}"] += 1
+                report.failed += 1
+                return
+            _answered(report, data, t0, started, on_answer)
+            return
+        except (aiohttp.ClientError, TimeoutError, RuntimeError) as exc:
+            report.raw_errors += 1
+            report.errors[type(exc).__name__ + (f" {exc}" if isinstance(exc, RuntimeError) else "")] += 1
+            if attempt == retries:
+                report.failed += 1
+            else:
+                await asyncio.sleep(0.05)
+
+
+def _answered(
+    report: LoadReport,
+    data: Any,
+    t0: float,
+    started: float,
+    on_answer: Callable[[float, dict[str, Any]], None] | None,
+) -> None:
+    report.ok += 1
+    report.latencies_ms.append((time.perf_counter() - t0) * 1000)
+    if isinstance(data, dict) and "model" in data:
+        report.versions.append((time.perf_counter() - started, str(data["model"]["version"])))
+    if on_answer is not None and isinstance(data, dict):
+        on_answer(time.perf_counter() - started, data)
