@@ -1,0 +1,168 @@
+"""``raylane monitor`` and ``retrain``: the monitor's windows, decisions and reports, and one retraining pass."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from raylane.cli._common import ConfigArg, SetOpt, embedded, fmt, foreground, load, on_ray, out, steps, verdict
+from raylane.errors import UserError
+
+__all__ = ["monitor_app", "retrain_cmd"]
+
+monitor_app = typer.Typer(
+    help="Continuous monitoring: drift, quality and live metric per window; the retrain policy.", no_args_is_help=True
+)
+
+
+def retrain_cmd(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    reason: Annotated[str, typer.Option(help="Why (recorded on the MLflow run as raylane.trigger).")] = "manual",
+    result: Annotated[
+        Path | None, typer.Option(help="Write the outcome here as JSON (the monitor reads it).", show_default=False)
+    ] = None,
+) -> None:
+    """One pass of continuous training: ingest the newest data, add the labels from /feedback,
+    materialize, train, register, gate and promote. The monitor submits it as a Ray job."""
+    from raylane.retrain import retrain, write_result
+
+    cfg = load(config, set_)
+    with steps() as step, on_ray(cfg):
+        outcome = retrain(cfg, reason, step=step)
+    if result is not None:
+        write_result(outcome, result)
+    out.print(
+        f"retrained ({escape(reason)}) in {outcome.seconds:.0f}s with {outcome.feedback_labels} feedback labels:"
+        f" version {outcome.version}: {verdict(outcome.promoted)}: {escape(outcome.gate or '')}",
+        soft_wrap=True,
+    )
+
+
+@monitor_app.command("start")
+def monitor_start(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Start the project's monitor actor (detached, restartable); `serve deploy` also starts it.
+
+    On a Ray cluster it returns at once; with the embedded Ray it runs in the foreground."""
+    from raylane.monitoring import monitor_dir, start
+
+    cfg = load(config, set_)
+    local = embedded(cfg)  # decided before Ray starts, from the config and the environment as given
+    with on_ray(cfg):
+        start(cfg)
+        out.print(f"[green]✓[/] monitor of {cfg.project} running; state and reports in {monitor_dir(cfg)}")
+        if local:
+            foreground("monitoring", lambda: None)
+
+
+@monitor_app.command("stop")
+def monitor_stop(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Stop the project's monitor on its Ray cluster (its state and reports stay on disk)."""
+    from raylane.monitoring import stop
+
+    cfg = load(config, set_)
+    if embedded(cfg):
+        raise UserError(
+            "with the embedded Ray the monitor lives in the process that started it",
+            fix="stop that process (Ctrl-C, or `raylane serve shutdown CONFIG` for a deployment)",
+        )
+    with on_ray(cfg):
+        stopped = stop(cfg)
+    out.print(f"stopped the monitor of {cfg.project}" if stopped else f"no monitor of {cfg.project} was running")
+
+
+def _decision_text(d: dict[str, Any]) -> str:
+    if d.get("action") == "retrain_ended":
+        res = d.get("result") or {}
+        made = f": version {res.get('version')} {'promoted' if res.get('promoted') else 'not promoted'}" if res else ""
+        return f"retrain job {d['job_id']} {d['status']}{made}"
+    if d.get("action") == "retrain":
+        return f"retrain submitted as job {d.get('job_id')} ({d.get('status')}) — {'; '.join(d.get('reasons', []))}"
+    if d.get("action") == "skipped":
+        return f"trigger skipped ({d.get('why')}) — {'; '.join(d.get('reasons', []))}"
+    return str(d.get("action"))
+
+
+@monitor_app.command("status")
+def monitor_status(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    last: Annotated[int, typer.Option(help="How many recent windows and decisions to show.")] = 10,
+) -> None:
+    """Recent windows (rows, drifted features, failed checks, live metric), decisions and a running job."""
+    from raylane.monitoring import monitor_dir, read_decisions, read_windows
+
+    cfg = load(config, set_)
+    windows = read_windows(cfg, last)
+    if not windows and not (monitor_dir(cfg) / "inbox").is_dir():
+        out.print(f"{cfg.project}: the monitor has not run yet (`raylane monitor start CONFIG` or `serve deploy`)")
+        return
+    open_rows = sum(1 for _ in (monitor_dir(cfg) / "inbox").glob("*.bin"))
+    table = Table(title=f"{cfg.project}: monitor windows ({open_rows} profiles in the open one)", title_justify="left")
+    for col in ("window", "closed", "rows", "model", "drifted features", "failed checks", "live metric", "decision"):
+        table.add_column(col)
+    for w in windows:
+        live = w.get("live") or {}
+        table.add_row(
+            str(w["window"]),
+            w["closed_at"],
+            str(w["rows"]),
+            f"v{w['reference_version']}" if w.get("reference_version") else "—",
+            ", ".join(w["drifted_features"]) or "none",
+            str(len(w["failed_checks"])),
+            f"{live['metric']} {live['value']:.4f} (n={live['labelled']})" if live.get("value") is not None else "—",
+            w["decision"].get("action", "none"),
+        )
+    out.print(table)
+    state_file = monitor_dir(cfg) / "state.json"
+    state = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    if state.get("in_flight"):
+        out.print(f"retrain running: job {state['in_flight']['job_id']} since {state['in_flight']['submitted_at']}")
+    for d in read_decisions(cfg, last):
+        out.print(f"{d['at']}  {escape(_decision_text(d))}", soft_wrap=True)
+
+
+@monitor_app.command("report")
+def monitor_report(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    window: Annotated[int | None, typer.Option(help="The window (the latest when omitted).")] = None,
+) -> None:
+    """One window's report: drift per column, quality checks, live metric, decision, HTML path."""
+    from raylane.monitoring import read_windows
+
+    cfg = load(config, set_)
+    windows = read_windows(cfg)
+    if not windows:
+        raise UserError(f"{cfg.project}: no monitor window has closed yet", fix="send traffic to the service first")
+    chosen = windows[-1] if window is None else next((w for w in windows if w["window"] == window), None)
+    if chosen is None:
+        raise UserError(f"no window {window}", fix=f"windows are 1 to {windows[-1]['window']}")
+    w = chosen
+    out.print(
+        f"window {w['window']} of {w['project']}: {w['rows']} rows, {w['opened_at']} → {w['closed_at']},"
+        f" against champion v{w['reference_version']}",
+        soft_wrap=True,
+    )
+    table = Table(title="drift", title_justify="left")
+    for col in ("column", "algorithm", "p-value", "statistic", "drifted"):
+        table.add_column(col)
+    for d in w["drift"]:
+        drifted = "[red]yes[/]" if d["drifted"] else "no"
+        table.add_row(d["column"], d["algorithm"], fmt(d["pvalue"]), fmt(d["statistic"]), drifted)
+    out.print(table)
+    for q in w["quality"]:
+        if not q["passed"]:
+            out.print(f"[yellow]quality check failed:[/] {escape(q['name'])}", soft_wrap=True)
+    live = w.get("live") or {}
+    if live:
+        value = "—" if live.get("value") is None else f"{live['value']:.4f}"
+        out.print(f"live {live['metric']}: {value} on {live['labelled']} labelled predictions")
+    out.print(f"decision: {escape(_decision_text(w['decision']))}", soft_wrap=True)
+    if w.get("html"):
+        out.print(f"HTML report: {w['html']}", soft_wrap=True)
