@@ -39,7 +39,7 @@ from raylane.profiling import profile
 from raylane.serving import deploy, undeploy
 from raylane.serving.load import LoadReport, run_load
 from raylane.testing import example_project, free_port
-from raylane.train import train
+from raylane.training import train
 
 
 def _median(reports: list[LoadReport]) -> LoadReport:

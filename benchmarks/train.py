@@ -28,7 +28,7 @@ from raylane.ingest import ingest
 from raylane.model import loss_fn, prepare_target
 from raylane.preprocess import fit_preprocessor
 from raylane.testing import example_project
-from raylane.train import _split, train
+from raylane.training import split, train
 
 
 def plain_torch(cfg, train_raw, epochs: int) -> list[float]:  # type: ignore[no-untyped-def]
@@ -78,7 +78,7 @@ def main() -> None:
             ingest(cfg)
             repo = FeatureRepo(cfg)
             repo.apply()
-            train_raw, _ = _split(cfg, repo.training_set().materialize())
+            train_raw, _ = split(cfg, repo.training_set().materialize())
             rows = train_raw.count()
             plain = plain_torch(cfg, train_raw, args.epochs)
             t0 = time.perf_counter()

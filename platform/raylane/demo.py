@@ -24,6 +24,7 @@ from raylane.jobs import SUCCEEDED
 if TYPE_CHECKING:
     from raylane.examples.churn import ChurnDataSpec
     from raylane.features import FeatureRepo
+    from raylane.monitoring.store import DecisionRecord
 
 __all__ = ["run_demo"]
 
@@ -142,7 +143,7 @@ class _Demo:
         return f"{len(keys)} entities in {ms:.1f} ms; {key}={keys[0]}: {first}"
 
     def train_and_gate(self) -> str:
-        from raylane.train import train
+        from raylane.training import train
 
         cfg = self.cfg
         result = train(cfg)
@@ -267,13 +268,11 @@ class _ClosedLoop:
         return f"+{time.monotonic() - self.started:5.1f}s"
 
     def run(self) -> str:
-        from raylane.monitoring import read_windows
+        from raylane.monitoring import MonitorStore
 
-        for w in read_windows(self.cfg):
-            self.seen_windows.add(w["window"])
-            self.timeline.append(
-                f"window {w['window']}: {w['rows']} rows, {len(w['drifted_features'])} features drifted"
-            )
+        for w in MonitorStore(self.cfg).windows():
+            self.seen_windows.add(w.window)
+            self.timeline.append(f"window {w.window}: {w.rows} rows, {len(w.drifted_features)} features drifted")
         submitted = self.drift_until_retrain()
         deadline = time.monotonic() + RETRAIN_TIMEOUT_S
         result = self.wait_for_job(submitted, deadline)
@@ -281,9 +280,9 @@ class _ClosedLoop:
             self.wait_for_champion(str(result["version"]), deadline)
         return "\n".join(self.timeline)
 
-    def drift_until_retrain(self) -> dict[str, Any]:
+    def drift_until_retrain(self) -> DecisionRecord:
         """Drifted traffic, a window's worth at a time, until the monitor submits a retrain job."""
-        from raylane.monitoring import read_decisions
+        from raylane.monitoring import MonitorStore
 
         cfg = self.cfg
         submitted = None
@@ -291,7 +290,7 @@ class _ClosedLoop:
             self.traffic(self.keys, cfg.monitor.window_rows or 500)
             time.sleep(cfg.monitor.flush_seconds + 1)
             self.note_new_windows()
-            submitted = next((d for d in read_decisions(cfg) if d["action"] == "retrain"), None)
+            submitted = next((d for d in MonitorStore(cfg).decisions() if d.action == "retrain"), None)
             if submitted:
                 break
         if submitted is None:
@@ -299,38 +298,37 @@ class _ClosedLoop:
                 "the monitor found no drift in the drifted traffic", fix="see `raylane monitor status CONFIG`"
             )
         self.timeline.append(
-            f"{self.at()} {submitted['reasons'][0]} → retrain job {submitted['job_id']} ({submitted['status']})"
+            f"{self.at()} {submitted.reasons[0]} → retrain job {submitted.job_id} ({submitted.status})"
         )
-        if submitted["status"] != "SUBMITTED":
-            raise UserError(f"the retrain job could not be submitted: {submitted.get('error')}", fix="see the error")
+        if submitted.status != "SUBMITTED":
+            raise UserError(f"the retrain job could not be submitted: {submitted.error}", fix="see the error")
         return submitted
 
     def note_new_windows(self) -> None:
-        from raylane.monitoring import read_windows
+        from raylane.monitoring import MonitorStore
 
-        for w in read_windows(self.cfg):
-            if w["window"] in self.seen_windows:
+        for w in MonitorStore(self.cfg).windows():
+            if w.window in self.seen_windows:
                 continue
-            self.seen_windows.add(w["window"])
-            drifted = ", ".join(w["drifted_features"]) or "none"
-            self.timeline.append(
-                f"{self.at()} window {w['window']}: {w['rows']} rows, drifted: {drifted} → {w['html']}"
-            )
+            self.seen_windows.add(w.window)
+            drifted = ", ".join(w.drifted_features) or "none"
+            self.timeline.append(f"{self.at()} window {w.window}: {w.rows} rows, drifted: {drifted} → {w.html}")
 
-    def wait_for_job(self, submitted: dict[str, Any], deadline: float) -> dict[str, Any]:
+    def wait_for_job(self, submitted: DecisionRecord, deadline: float) -> dict[str, Any]:
         """The retrain job's outcome, once the monitor records it ended; it must have succeeded."""
-        from raylane.monitoring import read_decisions
+        from raylane.monitoring import MonitorStore
 
         ended = None
         while ended is None and time.monotonic() < deadline:
             time.sleep(2)
-            ended = next((d for d in read_decisions(self.cfg) if d["action"] == "retrain_ended"), None)
-        if ended is None or ended["status"] != SUCCEEDED:
+            ended = next((d for d in MonitorStore(self.cfg).decisions() if d.action == "retrain_ended"), None)
+        if ended is None or ended.status != SUCCEEDED:
+            status = "timed out" if ended is None else ended.status
             raise UserError(
-                f"the retrain job {submitted['job_id']} did not succeed: {(ended or {}).get('status', 'timed out')}",
-                fix=f"`ray job logs {submitted['job_id']}` shows why",
+                f"the retrain job {submitted.job_id} did not succeed: {status}",
+                fix=f"`ray job logs {submitted.job_id}` shows why",
             )
-        result: dict[str, Any] = ended.get("result") or {}
+        result: dict[str, Any] = ended.result or {}
         verdict = "promoted to champion" if result.get("promoted") else "not promoted"
         self.timeline.append(f"{self.at()} job SUCCEEDED: v{result.get('version')} {verdict} ({result.get('gate')})")
         return result

@@ -34,6 +34,7 @@ from typing import Any
 
 from raylane.config import ProjectConfig
 from raylane.errors import PipelineFailed, RaylaneError, UserError
+from raylane.lineage import Tag
 
 __all__ = ["STEPS", "PipelineFailed", "PipelineResult", "StepResult", "run_pipeline"]
 
@@ -218,7 +219,7 @@ class _Steps:
         return {"monitor": f"raylane-monitor-{cfg.project}"}
 
     def _train(self) -> dict[str, Any]:
-        tags = {"mlflow.parentRunId": self.parent_run_id, "raylane.pipeline_run": self.parent_run_id}
+        tags = {"mlflow.parentRunId": self.parent_run_id, Tag.PIPELINE_RUN: self.parent_run_id}
         if self.sweep:
             from raylane.sweep import sweep
 
@@ -232,7 +233,7 @@ class _Steps:
                 "promoted": bool(res.train and res.train.promoted),
                 "best_trial": res.best.trial_id,
             }
-        from raylane.train import train
+        from raylane.training import train
 
         self.step("train: Ray Train → MLflow → registry → gate")
         result = train(self.cfg, step=self.step, extra_tags=tags)
@@ -281,7 +282,7 @@ def run_pipeline(
     """
     from mlflow.tracking import MlflowClient
 
-    from raylane.train import ensure_experiment
+    from raylane.training import ensure_experiment
 
     first, last = _bounds(start, until)
     experiment = ensure_experiment(cfg)
@@ -289,7 +290,7 @@ def run_pipeline(
     run = client.create_run(
         experiment.experiment_id,
         run_name=f"pipeline-{datetime.now(UTC):%Y%m%d-%H%M%S}",
-        tags={"raylane.pipeline": "true", "raylane.steps": ",".join(STEPS[first : last + 1])},
+        tags={Tag.PIPELINE: "true", Tag.STEPS: ",".join(STEPS[first : last + 1])},
     )
     run_id = run.info.run_id
     steps = _Steps(cfg, sweep=sweep, embedded=embedded, step=step)

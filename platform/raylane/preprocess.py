@@ -9,8 +9,9 @@ At inference an unseen category goes to bucket 0 and an all-null column gives th
 with every missing indicator set: the model still predicts, from the other columns.
 
 The fitted state is plain JSON (`Preprocessor.to_json`), so loading a model never unpickles.
-Fitting is one Ray Data pass of mergeable per-block statistics; the transform is a pure function of
-a pandas frame, used by Ray Data in training and by serving alike.
+Fitting is one Ray Data pass of mergeable per-block statistics (`fit_preprocessor`; `fit_frame` fits
+one pandas frame the same way, without Ray); the transform is a pure function of a pandas frame,
+used by Ray Data in training and by serving alike.
 """
 
 from __future__ import annotations
@@ -24,14 +25,14 @@ import pandas as pd
 
 from raylane.config import ColumnType
 
-__all__ = ["Preprocessor", "fit_preprocessor"]
+__all__ = ["Preprocessor", "fit_frame", "fit_preprocessor", "merge_stats"]
 
 NUMERIC: tuple[ColumnType, ...] = ("int64", "float64")
 
 
 @dataclass
 class Preprocessor:
-    """Fitted preprocessing state. Build it with `fit_preprocessor`."""
+    """Fitted preprocessing state. Build it with `fit_preprocessor` (or `fit_frame`)."""
 
     numeric: list[str]
     categorical: list[str]
@@ -120,6 +121,27 @@ def _block_stats(
     return pd.DataFrame({"stats": [json.dumps(doc)]})
 
 
+def fit_frame(
+    frame: pd.DataFrame,
+    *,
+    dtypes: dict[str, ColumnType],
+    label: str,
+    task: str,
+    max_categories: int,
+) -> Preprocessor:
+    """Fit on one pandas frame (the training split): the same statistics as `fit_preprocessor`, without Ray."""
+    numeric, categorical = _columns(dtypes)
+    stats = _block_stats(frame, numeric, categorical, label, task)
+    return merge_stats(
+        [json.loads(stats["stats"][0])],
+        numeric=numeric,
+        categorical=categorical,
+        label=label,
+        task=task,
+        max_categories=max_categories,
+    )
+
+
 def fit_preprocessor(
     ds: Any,
     *,
@@ -129,14 +151,39 @@ def fit_preprocessor(
     max_categories: int,
 ) -> Preprocessor:
     """Fit on a Ray Dataset (the training split) in one pass."""
-    numeric = [c for c, t in dtypes.items() if t in NUMERIC]
-    categorical = [c for c, t in dtypes.items() if t not in NUMERIC and t != "timestamp"]
+    numeric, categorical = _columns(dtypes)
     parts = ds.map_batches(
         _block_stats,
         batch_format="pandas",
         fn_kwargs={"numeric": numeric, "categorical": categorical, "label": label, "task": task},
     ).take_all()
-    docs = [json.loads(p["stats"]) for p in parts]
+    return merge_stats(
+        [json.loads(p["stats"]) for p in parts],
+        numeric=numeric,
+        categorical=categorical,
+        label=label,
+        task=task,
+        max_categories=max_categories,
+    )
+
+
+def _columns(dtypes: dict[str, ColumnType]) -> tuple[list[str], list[str]]:
+    """The numeric and the categorical feature columns (timestamps are not features)."""
+    numeric = [c for c, t in dtypes.items() if t in NUMERIC]
+    categorical = [c for c, t in dtypes.items() if t not in NUMERIC and t != "timestamp"]
+    return numeric, categorical
+
+
+def merge_stats(
+    docs: list[dict[str, Any]],
+    *,
+    numeric: list[str],
+    categorical: list[str],
+    label: str,
+    task: str,
+    max_categories: int,
+) -> Preprocessor:
+    """The fitted state from the per-block statistics of every block of the training split."""
     mean: dict[str, float] = {}
     std: dict[str, float] = {}
     for col in numeric:

@@ -4,7 +4,9 @@ One registered model per project. Every trained model becomes a version with ali
 ``challenger``; the promotion gate compares it with the champion on the same holdout and moves
 ``champion`` only when it passes (or, for the first model, when it clears the configured floor).
 The decision, its reason and both metrics are recorded as version tags, whether it passed, failed
-or errored; aliases move only after the decision was made. ``rollback`` moves ``champion`` back
+or errored; aliases move only after the decision was made. `Registry.gate_and_promote` is the one
+promotion path (training, sweeps, retraining and ``raylane registry promote``); `decide` is the
+pure decision it rests on. ``rollback`` moves ``champion`` back
 along the history kept in the registered model's ``champion_history`` tag.
 """
 
@@ -23,7 +25,7 @@ from raylane.bundle import ModelBundle
 from raylane.config import ProjectConfig
 from raylane.errors import RegistryError
 
-__all__ = ["GateDecision", "Registry", "RegistryError"]
+__all__ = ["GateDecision", "Registry", "RegistryError", "decide"]
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 _HISTORY = "champion_history"
@@ -122,9 +124,20 @@ class Registry:
         self.client.set_registered_model_alias(self.name, CHALLENGER, mv.version)
         return str(mv.version)
 
+    def evaluate(self, version: str, holdout: pd.DataFrame) -> dict[str, float]:
+        """The holdout metrics of a version's own bundle."""
+        from raylane.model import metrics
+
+        bundle = self.load_bundle(version)
+        return metrics(self.cfg.model.task, bundle.target(holdout), bundle.predict(holdout))
+
     def gate(self, version: str, holdout: pd.DataFrame, challenger_metrics: dict[str, float]) -> GateDecision:
-        """Decide whether ``version`` may become champion; records the decision, moves no alias."""
-        from raylane.model import metrics, primary_metric
+        """Decide whether ``version`` may become champion (see `decide`); records nothing, moves no alias.
+
+        Raises:
+            RegistryError: the promotion metric is not among ``challenger_metrics``.
+        """
+        from raylane.model import primary_metric
 
         promo = self.cfg.registry.promotion
         metric, mode = primary_metric(self.cfg.model.task, promo.metric)
@@ -133,34 +146,45 @@ class Registry:
                 f"registry.promotion.metric {metric!r} is not a {self.cfg.model.task} metric",
                 fix=f"use one of {sorted(challenger_metrics)}",
             )
-        ours = challenger_metrics[metric]
         current = self.champion()
-        if current is None:
-            if promo.floor is None or _better_or_equal(ours, promo.floor, mode):
-                reason = f"first model; {metric} {ours:.4f}" + (
-                    f" clears the floor {promo.floor}" if promo.floor is not None else ""
-                )
-                return GateDecision(version, True, metric, ours, None, None, reason)
-            return GateDecision(
-                version,
-                False,
-                metric,
-                ours,
-                None,
-                None,
-                f"first model; {metric} {ours:.4f} misses the floor {promo.floor}",
-            )
-        bundle = self.load_bundle(current.version)
-        theirs = metrics(self.cfg.model.task, bundle.target(holdout), bundle.predict(holdout))[metric]
-        margin = promo.min_improvement
-        target = theirs + margin if mode == "max" else theirs - margin
-        passed = _better_or_equal(ours, target, mode) and not math.isnan(ours)
-        verb = "beats" if passed else "does not beat"
-        reason = (
-            f"{metric} {ours:.4f} {verb} champion v{current.version}'s {theirs:.4f}"
-            f" by the margin {margin} on the same holdout ({len(holdout):,} rows)"
+        theirs = None if current is None else self.evaluate(str(current.version), holdout)[metric]
+        return decide(
+            version,
+            metric,
+            mode,
+            challenger_metrics[metric],
+            champion=theirs,
+            champion_version=None if current is None else str(current.version),
+            floor=promo.floor,
+            margin=promo.min_improvement,
+            holdout_rows=len(holdout),
         )
-        return GateDecision(version, passed, metric, ours, theirs, str(current.version), reason)
+
+    def gate_and_promote(
+        self, version: str, holdout: pd.DataFrame, challenger_metrics: dict[str, float] | None = None
+    ) -> GateDecision:
+        """The one promotion path: gate ``version`` on ``holdout``, record the decision, promote if it passed.
+
+        Args:
+            version: A registered version (the challenger).
+            holdout: The raw holdout frame (features and label) both models are scored on.
+            challenger_metrics: The challenger's holdout metrics when already known (training has
+                them); evaluated from the version's own bundle when omitted.
+
+        Raises:
+            Whatever evaluating or gating raised, after recording it as the version's gate error;
+            no alias moved.
+        """
+        try:
+            scores = self.evaluate(version, holdout) if challenger_metrics is None else challenger_metrics
+            decision = self.gate(version, holdout, scores)
+        except Exception as exc:  # the gate errored: record it, move nothing
+            self.record(None, error=f"{type(exc).__name__}: {exc}", version=version)
+            raise
+        self.record(decision)
+        if decision.passed:
+            self.promote(version, decision.reason)
+        return decision
 
     def record(self, decision: GateDecision | None, *, error: str | None = None, version: str | None = None) -> None:
         """Write a gate decision (or the gate's error) as tags of the version."""
@@ -211,6 +235,45 @@ class Registry:
     def _history(self) -> list[str]:
         tags = self.client.get_registered_model(self.name).tags
         return list(json.loads(tags.get(_HISTORY, "[]")))
+
+
+def decide(
+    version: str,
+    metric: str,
+    mode: str,
+    challenger: float,
+    *,
+    champion: float | None,
+    champion_version: str | None,
+    floor: float | None,
+    margin: float,
+    holdout_rows: int,
+) -> GateDecision:
+    """The gate's decision, from the numbers alone (no MLflow, no data).
+
+    A first model (``champion`` is None) passes when it clears ``floor`` (or there is none); a
+    challenger passes when it beats the champion's metric on the same holdout by ``margin`` (a tie
+    passes only with a zero margin). ``mode`` is ``max`` or ``min`` (lower is better). A NaN
+    metric never passes.
+    """
+    if champion is None:
+        if math.isnan(challenger):
+            return GateDecision(version, False, metric, challenger, None, None, f"first model; {metric} is NaN")
+        if floor is None or _better_or_equal(challenger, floor, mode):
+            reason = f"first model; {metric} {challenger:.4f}" + (
+                f" clears the floor {floor}" if floor is not None else ""
+            )
+            return GateDecision(version, True, metric, challenger, None, None, reason)
+        reason = f"first model; {metric} {challenger:.4f} misses the floor {floor}"
+        return GateDecision(version, False, metric, challenger, None, None, reason)
+    target = champion + margin if mode == "max" else champion - margin
+    passed = _better_or_equal(challenger, target, mode) and not math.isnan(challenger)
+    verb = "beats" if passed else "does not beat"
+    reason = (
+        f"{metric} {challenger:.4f} {verb} champion v{champion_version}'s {champion:.4f}"
+        f" by the margin {margin} on the same holdout ({holdout_rows:,} rows)"
+    )
+    return GateDecision(version, passed, metric, challenger, champion, champion_version, reason)
 
 
 def _better_or_equal(value: float, target: float, mode: str) -> bool:

@@ -86,7 +86,7 @@ def retrain(cfg: ProjectConfig, reason: str, *, step: Callable[[str], object] = 
     """Ingest → feedback labels → apply → materialize → train → register → gate → promote. Needs Ray."""
     from raylane.features import FeatureRepo
     from raylane.ingest import ingest
-    from raylane.train import train
+    from raylane.training import train
 
     started = time.perf_counter()
     step("ingesting the newest data")

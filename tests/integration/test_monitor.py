@@ -27,7 +27,7 @@ from raylane.monitoring import Monitor, monitor_dir, read_decisions, read_window
 from raylane.profiling import profile
 from raylane.registry import Registry
 from raylane.testing import example_project
-from raylane.train import train
+from raylane.training import train
 
 WINDOW = 300
 DRIFT_DAY = 60  # the tiny data set covers days 0-60; drifted data goes on to day 90

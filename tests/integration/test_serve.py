@@ -26,7 +26,7 @@ from raylane.registry import Registry
 from raylane.serving import Client, deploy, read_record, undeploy
 from raylane.serving.load import run_load
 from raylane.testing import example_config_path, example_project, free_port
-from raylane.train import train
+from raylane.training import train
 
 KEY = "test-key-0123456789"
 KEY_ENV = "RAYLANE_TEST_SERVE_KEY"

@@ -15,7 +15,7 @@ from raylane.features import FeatureRepo
 from raylane.ingest import ingest
 from raylane.registry import Registry
 from raylane.testing import example_config_path, example_project
-from raylane.train import reproduce, train
+from raylane.training import reproduce, train
 
 FAST = ["train.epochs=6", "train.batch_size=128", "train.learning_rate=0.01"]
 

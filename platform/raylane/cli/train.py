@@ -43,7 +43,7 @@ def train_cmd(
     if reproduce is not None:
         _reproduce(cfg, reproduce)
         return
-    from raylane.train import train
+    from raylane.training import train
 
     with steps() as step, on_ray(cfg):
         result = train(cfg, register=not no_register, step=step)
@@ -64,8 +64,8 @@ def train_cmd(
 
 def _reproduce(cfg: ProjectConfig, ref: str) -> None:
     """``train --reproduce``: retrain a version from its recorded config and compare its holdout metrics."""
-    from raylane.train import REPRODUCE_TOLERANCE
-    from raylane.train import reproduce as do_reproduce
+    from raylane.training import REPRODUCE_TOLERANCE
+    from raylane.training import reproduce as do_reproduce
 
     with steps() as step, on_ray(cfg):
         rep = do_reproduce(cfg, ref, step=step)
@@ -78,9 +78,9 @@ def _reproduce(cfg: ProjectConfig, ref: str) -> None:
     out.print(table)
     out.print(
         f"code: {'same commit' if rep.same_code else 'different commit'} "
-        f"({rep.lineage_then.get('git_sha', '?')[:12]} → {rep.lineage_now.get('git_sha', '?')[:12]}); "
-        f"data: {'same' if rep.same_data else 'changed'} (hash {rep.lineage_then.get('data_hash')} → "
-        f"{rep.lineage_now.get('data_hash')})",
+        f"({(rep.lineage_then.git_sha or '?')[:12]} → {(rep.lineage_now.git_sha or '?')[:12]}); "
+        f"data: {'same' if rep.same_data else 'changed'} (hash {rep.lineage_then.data_hash or None} → "
+        f"{rep.lineage_now.data_hash or None})",
         soft_wrap=True,
     )
     if not rep.matches:
@@ -239,19 +239,13 @@ def registry_promote(
         reg.promote(str(mv.version), "promoted by hand with --force (gate skipped)")
         out.print(f"version {mv.version} is champion (gate skipped)")
         return
-    from raylane.model import metrics
-    from raylane.train import holdout_frame
+    from raylane.training import holdout_frame
 
     with steps() as step, on_ray(cfg):
         step("building the holdout")
         holdout = holdout_frame(cfg)
         step("evaluating challenger and champion")
-        bundle = reg.load_bundle(str(mv.version))
-        scores = metrics(cfg.model.task, bundle.target(holdout), bundle.predict(holdout))
-        decision = reg.gate(str(mv.version), holdout, scores)
-        reg.record(decision)
-        if decision.passed:
-            reg.promote(str(mv.version), decision.reason)
+        decision = reg.gate_and_promote(str(mv.version), holdout)
     outcome = "[green]promoted[/]" if decision.passed else "[yellow]not promoted[/]"
     out.print(f"version {mv.version}: {outcome}: {escape(decision.reason)}", soft_wrap=True)
     if not decision.passed:
@@ -277,7 +271,7 @@ def lineage_cmd(
     set_: SetOpt = None,
 ) -> None:
     """What a model was made from: code, data, config, metrics and its parent version."""
-    from raylane.train import recorded_config
+    from raylane.training import recorded_config
 
     cfg = load(config, set_)
     then_cfg, mv, run = recorded_config(cfg, ref)

@@ -1,0 +1,224 @@
+"""The driver side of a training run: the `TorchTrainer`, the run, and what follows the last epoch.
+
+`train` is one plain run: prepare the data (`raylane.training.data`), open the MLflow run, fit a
+`TorchTrainer` built by `make_trainer` (also used by every sweep trial), then `finish`: evaluate
+the best checkpoint on the holdout, log the model, and register and gate it through
+`Registry.gate_and_promote`, the one promotion path.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from raylane.bundle import ModelBundle
+from raylane.config import ProjectConfig
+from raylane.errors import RaylaneError
+from raylane.lineage import Lineage, Tag
+from raylane.model import metrics
+from raylane.registry import GateDecision, Registry
+from raylane.training.data import Prepared, prepare
+from raylane.training.loop import train_loop
+from raylane.training.tracking import ensure_experiment, log_model, log_run_header
+
+__all__ = ["TrainResult", "finish", "make_trainer", "train"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    run_id: str
+    metrics: dict[str, float]
+    epochs: int
+    version: str | None = None
+    decision: GateDecision | None = None
+    promoted: bool = False
+    lineage: Lineage = field(default_factory=Lineage)
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def make_trainer(
+    cfg: ProjectConfig,
+    prep: Prepared,
+    *,
+    name: str,
+    storage_path: Path,
+    run_id: str | None,
+    callbacks: list[Any] | None = None,
+    faults: dict[str, Any] | None = None,
+) -> Any:
+    """The `TorchTrainer` for one training run of ``cfg`` (a plain run or one sweep trial).
+
+    Args:
+        name: Ray Train run name. A name already used under ``storage_path`` resumes that run from
+            its last checkpoint (or returns its result when it had finished).
+        run_id: MLflow run the workers log per-epoch metrics to; ``None`` when a Tune callback does.
+    """
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    return TorchTrainer(
+        train_loop,
+        train_loop_config=_loop_config(cfg, prep, run_id=run_id, faults=faults),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.train.num_workers,
+            use_gpu=cfg.train.use_gpu,
+            resources_per_worker=dict(cfg.train.resources_per_worker),
+        ),
+        datasets={"train": prep.train_ds, "val": prep.val_ds},
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=str(storage_path),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=cfg.train.checkpoints_to_keep,
+                checkpoint_score_attribute=f"val_{prep.metric}",
+                checkpoint_score_order=prep.mode,
+            ),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
+            callbacks=callbacks,
+        ),
+    )
+
+
+def _loop_config(
+    cfg: ProjectConfig, prep: Prepared, *, run_id: str | None, faults: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Everything `train_loop` needs, as plain values (it runs in the workers' processes)."""
+    stopping = cfg.train.early_stopping
+    return {
+        "seed": cfg.train.seed,
+        "pre": prep.pre.to_json(),
+        "model": cfg.model.model_dump(mode="json"),
+        "features": prep.features,
+        "optimizer": cfg.train.optimizer,
+        "lr": cfg.train.learning_rate,
+        "weight_decay": cfg.train.weight_decay,
+        "epochs": cfg.train.epochs,
+        "batch_size": cfg.train.batch_size,
+        "task": cfg.model.task,
+        "metric": prep.metric,
+        "mode": prep.mode,
+        "patience": stopping.patience if stopping else 0,
+        "min_delta": stopping.min_delta if stopping else 0.0,
+        "tracking_uri": cfg.mlflow_tracking_uri,
+        "run_id": run_id,
+        "faults": faults,
+        "cache_data": cfg.train.cache_data,
+    }
+
+
+def finish(
+    cfg: ProjectConfig,
+    prep: Prepared,
+    checkpoint: Any,
+    run_id: str,
+    *,
+    epochs: int,
+    history: list[dict[str, float]],
+    register: bool,
+    step: Callable[[str], object] = lambda _: None,
+) -> TrainResult:
+    """Evaluate a checkpoint on the holdout, log the model to the active MLflow run ``run_id``,
+    and (``register``) register it as ``challenger`` and run the promotion gate."""
+    import mlflow
+
+    step("evaluating the best checkpoint on the holdout")
+    with checkpoint.as_directory() as d:
+        bundle = ModelBundle.load(Path(d) / "bundle")
+    holdout = prep.val_raw.to_pandas()
+    scores = metrics(cfg.model.task, bundle.target(holdout), bundle.predict(holdout))
+    mlflow.log_metrics({f"holdout_{k}": v for k, v in scores.items()})
+    mlflow.log_metric("epochs_run", epochs)
+    step("logging the model and reference profiles")
+    model_uri = log_model(bundle, prep.train_raw, prep.features)
+    result = TrainResult(run_id, scores, epochs, lineage=prep.lineage, history=history)
+    if register:
+        step("registering and gating")
+        reg = Registry(cfg)
+        champion = reg.champion()
+        tags = {**result.lineage.to_tags(), "parent_version": str(champion.version) if champion else ""}
+        result.version = reg.register(model_uri, result.run_id, tags)
+        result.decision = reg.gate_and_promote(result.version, holdout, result.metrics)
+        result.promoted = result.decision.passed
+    return result
+
+
+def train(
+    cfg: ProjectConfig,
+    *,
+    register: bool = True,
+    run_name: str | None = None,
+    step: Callable[[str], object] = lambda _: None,
+    extra_tags: dict[str, str] | None = None,
+    _faults: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train, track, register and gate one model. Needs Ray (see `raylane.runtime`).
+
+    Args:
+        cfg: The project.
+        register: Register a version and run the gate (``False`` only trains and logs the run).
+        run_name: MLflow run name; a unique one when omitted.
+        step: Called with a short text at each stage (progress display).
+        extra_tags: More MLflow run tags (e.g. the version being reproduced).
+
+    Raises:
+        ClusterError: the cluster can never satisfy ``train.*`` resources.
+        FeatureStoreError: the feature repo is not applied.
+    """
+    import mlflow
+
+    started = time.perf_counter()
+    prep = prepare(cfg, step=step)
+    experiment = ensure_experiment(cfg)
+    name = run_name or f"{cfg.project}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=name) as run:
+        run_id = run.info.run_id
+        log_run_header(cfg, prep.lineage, extra_tags)
+        step(f"training on {cfg.train.num_workers} Ray Train worker(s)")
+        trainer = make_trainer(
+            cfg,
+            prep,
+            name=name,  # unique: Ray Train silently resumes a run with a name it has seen
+            storage_path=cfg.storage_root / "ray_results",
+            run_id=run_id,
+            faults=_faults,
+        )
+        result = _fit(cfg, trainer)
+        best = result.get_best_checkpoint(metric=f"val_{prep.metric}", mode=prep.mode) or result.checkpoint
+        if best is None:
+            raise RaylaneError("training reported no checkpoint", fix="check train.epochs and the worker logs")
+        kept = result.best_checkpoints or []
+        history = [dict(m) for _, m in sorted(kept, key=lambda cm: cm[1]["epoch"])]
+        epochs = int(result.metrics["epoch"]) + 1 if result.metrics else 0
+        result_obj = finish(cfg, prep, best, run_id, epochs=epochs, history=history, register=register, step=step)
+    result_obj.seconds = time.perf_counter() - started
+    return result_obj
+
+
+def _fit(cfg: ProjectConfig, trainer: Any) -> Any:
+    """Run the trainer; a run that used up its allowed worker failures is a clear error (and a failed run)."""
+    import mlflow
+    import ray.train
+
+    try:
+        return trainer.fit()
+    except ray.train.TrainingFailedError as exc:
+        mlflow.set_tag(Tag.STATUS, "failed")
+        raise RaylaneError(
+            f"training failed after {cfg.train.max_failures} allowed worker failure(s): {_first_line(exc)}",
+            fix="see the worker error above; raise train.max_failures to survive more worker losses",
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[-1][:300] if text else type(exc).__name__
