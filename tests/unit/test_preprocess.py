@@ -1,0 +1,90 @@
+"""Preprocessing fitted on one frame (`fit_frame`, no Ray): scaling, missing values, vocabularies, targets, JSON."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from raylane.preprocess import Preprocessor, fit_frame, merge_stats
+
+DTYPES = {"age": "int64", "spend": "float64", "plan": "string", "at": "timestamp"}
+
+
+def _frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "age": [20, 30, 40, None],
+            "spend": [1.0, 2.0, 3.0, 4.0],
+            "plan": ["a", "b", "a", None],
+            "at": pd.to_datetime(["2026-01-01"] * 4, utc=True),
+            "y": [0, 1, 0, 1],
+        }
+    )
+
+
+def _fit(frame: pd.DataFrame, task: str = "binary", max_categories: int = 10) -> Preprocessor:
+    return fit_frame(frame, dtypes=DTYPES, label="y", task=task, max_categories=max_categories)  # type: ignore[arg-type]
+
+
+def test_columns_by_type_and_timestamps_are_not_features() -> None:
+    pre = _fit(_frame())
+    assert pre.numeric == ["age", "spend"] and pre.categorical == ["plan"]
+    assert pre.num_width == 4 and pre.cardinalities == [3]
+
+
+def test_numeric_scaling_ignores_missing_values_and_flags_them() -> None:
+    pre = _fit(_frame())
+    assert pre.mean["age"] == pytest.approx(30.0) and pre.std["age"] == pytest.approx(np.std([20, 30, 40]))
+    x = pre.transform(_frame())["x_num"]
+    assert x.dtype == np.float32 and x.shape == (4, 4)
+    assert x[0, 0] == pytest.approx(-10 / np.std([20, 30, 40]), rel=1e-5)
+    assert x[3, 0] == 0.0 and x[3, 2] == 1.0 and x[0, 2] == 0.0  # missing age: 0, indicator set
+
+
+def test_a_constant_column_has_unit_scale() -> None:
+    frame = _frame().assign(spend=5.0)
+    assert _fit(frame).std["spend"] == 1.0
+
+
+def test_vocabulary_by_frequency_capped_and_unseen_go_to_bucket_zero() -> None:
+    pre = _fit(_frame(), max_categories=1)
+    assert pre.vocab["plan"] == ["a"]  # the most frequent
+    x = pre.transform(pd.DataFrame({"age": [1], "spend": [1.0], "plan": ["zzz"]}))["x_cat"]
+    assert x.tolist() == [[0]]
+    assert _fit(_frame()).transform(_frame())["x_cat"][:, 0].tolist() == [1, 2, 1, 0]
+
+
+def test_targets_per_task() -> None:
+    reg = _fit(_frame().assign(y=[1.0, 2.0, 3.0, 4.0]), task="regression")
+    assert reg.target_mean == pytest.approx(2.5)
+    assert reg.encode_target(pd.Series([2.5])).tolist() == [0.0]
+    multi = _fit(_frame().assign(y=["x", "z", "y", "x"]), task="multiclass")
+    assert multi.classes == ["x", "y", "z"]
+    assert multi.encode_target(pd.Series(["z", "never"])).tolist() == [2, -100]  # unseen class is ignored
+    assert _fit(_frame()).classes == [0, 1]
+
+
+def test_blocks_merge_to_the_same_state_as_one_frame() -> None:
+    from raylane.preprocess import _block_stats
+
+    frame = _frame()
+    docs = [
+        json.loads(_block_stats(part, ["age", "spend"], ["plan"], "y", "binary")["stats"][0])
+        for part in (frame.iloc[:2], frame.iloc[2:])
+    ]
+    merged = merge_stats(
+        docs, numeric=["age", "spend"], categorical=["plan"], label="y", task="binary", max_categories=10
+    )
+    whole = _fit(frame)
+    assert merged.mean == pytest.approx(whole.mean) and merged.std == pytest.approx(whole.std)
+    assert merged.vocab == whole.vocab
+
+
+def test_the_state_round_trips_as_json() -> None:
+    pre = _fit(_frame())
+    again = Preprocessor.from_json(pre.to_json())
+    assert again == pre
+    np.testing.assert_array_equal(again.transform(_frame())["x_num"], pre.transform(_frame())["x_num"])
