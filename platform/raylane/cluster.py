@@ -324,11 +324,6 @@ class ClusterStatus:
     def reachable(self) -> bool:
         return self.alive_nodes is not None
 
-    # Transitional (issue 12): the CLI still reads the dict `status` returned before. Remove once
-    # ``raylane cluster status`` reads the attributes.
-    def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
-
 
 def status(cfg: ProjectConfig, name: str = "local") -> ClusterStatus | None:
     """The recorded cluster, its processes and the nodes Ray reports alive; None when none is recorded."""

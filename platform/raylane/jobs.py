@@ -35,6 +35,7 @@ from typing import Any
 
 from raylane.config import ProjectConfig
 from raylane.errors import ClusterError, UserError
+from raylane.lineage import Tag
 
 __all__ = [
     "ENDED",
@@ -194,7 +195,7 @@ def submit_project_job(
             entrypoint=shlex.join([*head, CONFIG_NAME, *(extra or [])]),
             runtime_env=runtime_env,
             submission_id=submission_id,
-            metadata={"raylane.entrypoint": name, "raylane.project": cfg.project},
+            metadata={Tag.JOB_ENTRYPOINT: name, Tag.JOB_PROJECT: cfg.project},
             entrypoint_num_cpus=0,
         )
     return url, str(job_id)
@@ -216,7 +217,7 @@ def submit(
         job_client.submit_job(
             entrypoint=entrypoint(name, config, overrides, extra),
             submission_id=submission_id,
-            metadata={"raylane.entrypoint": name, **(metadata or {})},
+            metadata={Tag.JOB_ENTRYPOINT: name, **(metadata or {})},
             entrypoint_num_cpus=0,
         )
     )

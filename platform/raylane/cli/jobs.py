@@ -15,6 +15,7 @@ from rich.table import Table
 from raylane.cli._common import ConfigArg, SetOpt, load, out, steps
 from raylane.errors import UserError
 from raylane.jobs import ENTRYPOINTS, SUCCEEDED, TERMINAL
+from raylane.lineage import Tag
 
 __all__ = ["cluster_app", "job_app"]
 
@@ -110,7 +111,7 @@ def job_status(
     info = _job_info(job_client, job_id)
     out.print(f"{job_id}: [bold]{info.status.value}[/]")
     meta = info.metadata or {}
-    out.print(f"  entrypoint: {meta.get('raylane.entrypoint', '—')} ({escape(info.entrypoint)})", soft_wrap=True)
+    out.print(f"  entrypoint: {meta.get(Tag.JOB_ENTRYPOINT, '—')} ({escape(info.entrypoint)})", soft_wrap=True)
     for label, ms in (("started", info.start_time), ("ended", info.end_time)):
         if ms:
             out.print(f"  {label}: {datetime.fromtimestamp(ms / 1000):%Y-%m-%d %H:%M:%S}")
@@ -163,7 +164,7 @@ def job_list(
 
     cfg = load(config, None)
     url, job_client = project_client(cfg, address)
-    jobs = [j for j in job_client.list_jobs() if all_ or (j.metadata or {}).get("raylane.project") == cfg.project]
+    jobs = [j for j in job_client.list_jobs() if all_ or (j.metadata or {}).get(Tag.JOB_PROJECT) == cfg.project]
     jobs.sort(key=lambda j: j.start_time or 0, reverse=True)
     table = Table(title=f"jobs of {'every project' if all_ else cfg.project} on {url}", title_justify="left")
     table.add_column("submission id", no_wrap=True)
@@ -172,7 +173,7 @@ def job_list(
     for j in jobs:
         table.add_row(
             j.submission_id or j.job_id or "—",
-            (j.metadata or {}).get("raylane.entrypoint", escape(j.entrypoint)[:40]),
+            (j.metadata or {}).get(Tag.JOB_ENTRYPOINT, escape(j.entrypoint)[:40]),
             j.status.value,
             f"{datetime.fromtimestamp(j.start_time / 1000):%m-%d %H:%M:%S}" if j.start_time else "—",
             f"{datetime.fromtimestamp(j.end_time / 1000):%m-%d %H:%M:%S}" if j.end_time else "—",

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -76,18 +75,6 @@ def monitor_stop(config: ConfigArg, set_: SetOpt = None) -> None:
     out.print(f"stopped the monitor of {cfg.project}" if stopped else f"no monitor of {cfg.project} was running")
 
 
-def _decision_text(d: dict[str, Any]) -> str:
-    if d.get("action") == "retrain_ended":
-        res = d.get("result") or {}
-        made = f": version {res.get('version')} {'promoted' if res.get('promoted') else 'not promoted'}" if res else ""
-        return f"retrain job {d['job_id']} {d['status']}{made}"
-    if d.get("action") == "retrain":
-        return f"retrain submitted as job {d.get('job_id')} ({d.get('status')}) — {'; '.join(d.get('reasons', []))}"
-    if d.get("action") == "skipped":
-        return f"trigger skipped ({d.get('why')}) — {'; '.join(d.get('reasons', []))}"
-    return str(d.get("action"))
-
-
 @monitor_app.command("status")
 def monitor_status(
     config: ConfigArg,
@@ -95,36 +82,35 @@ def monitor_status(
     last: Annotated[int, typer.Option(help="How many recent windows and decisions to show.")] = 10,
 ) -> None:
     """Recent windows (rows, drifted features, failed checks, live metric), decisions and a running job."""
-    from raylane.monitoring import monitor_dir, read_decisions, read_windows
+    from raylane.monitoring import MonitorStore
 
     cfg = load(config, set_)
-    windows = read_windows(cfg, last)
-    if not windows and not (monitor_dir(cfg) / "inbox").is_dir():
+    store = MonitorStore(cfg)
+    windows = store.windows(last)
+    if not windows and not store.has_run():
         out.print(f"{cfg.project}: the monitor has not run yet (`raylane monitor start CONFIG` or `serve deploy`)")
         return
-    open_rows = sum(1 for _ in (monitor_dir(cfg) / "inbox").glob("*.bin"))
-    table = Table(title=f"{cfg.project}: monitor windows ({open_rows} profiles in the open one)", title_justify="left")
+    title = f"{cfg.project}: monitor windows ({store.open_profiles()} profiles in the open one)"
+    table = Table(title=title, title_justify="left")
     for col in ("window", "closed", "rows", "model", "drifted features", "failed checks", "live metric", "decision"):
         table.add_column(col)
     for w in windows:
-        live = w.get("live") or {}
+        live = w.live
         table.add_row(
-            str(w["window"]),
-            w["closed_at"],
-            str(w["rows"]),
-            f"v{w['reference_version']}" if w.get("reference_version") else "—",
-            ", ".join(w["drifted_features"]) or "none",
-            str(len(w["failed_checks"])),
-            f"{live['metric']} {live['value']:.4f} (n={live['labelled']})" if live.get("value") is not None else "—",
-            w["decision"].get("action", "none"),
+            str(w.window),
+            w.closed_at,
+            str(w.rows),
+            f"v{w.reference_version}" if w.reference_version else "—",
+            ", ".join(w.drifted_features) or "none",
+            str(len(w.failed_checks)),
+            f"{live.metric} {live.value:.4f} (n={live.labelled})" if live and live.value is not None else "—",
+            w.decision.action,
         )
     out.print(table)
-    state_file = monitor_dir(cfg) / "state.json"
-    state = json.loads(state_file.read_text()) if state_file.is_file() else {}
-    if state.get("in_flight"):
-        out.print(f"retrain running: job {state['in_flight']['job_id']} since {state['in_flight']['submitted_at']}")
-    for d in read_decisions(cfg, last):
-        out.print(f"{d['at']}  {escape(_decision_text(d))}", soft_wrap=True)
+    if running := store.in_flight():
+        out.print(f"retrain running: job {running.job_id} since {running.submitted_at}")
+    for d in store.decisions(last):
+        out.print(f"{d.at}  {escape(d.text())}", soft_wrap=True)
 
 
 @monitor_app.command("report")
@@ -134,35 +120,34 @@ def monitor_report(
     window: Annotated[int | None, typer.Option(help="The window (the latest when omitted).")] = None,
 ) -> None:
     """One window's report: drift per column, quality checks, live metric, decision, HTML path."""
-    from raylane.monitoring import read_windows
+    from raylane.monitoring import MonitorStore
 
     cfg = load(config, set_)
-    windows = read_windows(cfg)
-    if not windows:
+    store = MonitorStore(cfg)
+    numbers = store.window_numbers()
+    if not numbers:
         raise UserError(f"{cfg.project}: no monitor window has closed yet", fix="send traffic to the service first")
-    chosen = windows[-1] if window is None else next((w for w in windows if w["window"] == window), None)
-    if chosen is None:
-        raise UserError(f"no window {window}", fix=f"windows are 1 to {windows[-1]['window']}")
-    w = chosen
+    w = store.window(numbers[-1] if window is None else window)
+    if w is None:
+        raise UserError(f"no window {window}", fix=f"windows are 1 to {numbers[-1]}")
     out.print(
-        f"window {w['window']} of {w['project']}: {w['rows']} rows, {w['opened_at']} → {w['closed_at']},"
-        f" against champion v{w['reference_version']}",
+        f"window {w.window} of {w.project}: {w.rows} rows, {w.opened_at} → {w.closed_at},"
+        f" against champion v{w.reference_version}",
         soft_wrap=True,
     )
     table = Table(title="drift", title_justify="left")
     for col in ("column", "algorithm", "p-value", "statistic", "drifted"):
         table.add_column(col)
-    for d in w["drift"]:
-        drifted = "[red]yes[/]" if d["drifted"] else "no"
-        table.add_row(d["column"], d["algorithm"], fmt(d["pvalue"]), fmt(d["statistic"]), drifted)
+    for d in w.drift:
+        drifted = "[red]yes[/]" if d.drifted else "no"
+        table.add_row(d.column, d.algorithm, fmt(d.pvalue), fmt(d.statistic), drifted)
     out.print(table)
-    for q in w["quality"]:
-        if not q["passed"]:
-            out.print(f"[yellow]quality check failed:[/] {escape(q['name'])}", soft_wrap=True)
-    live = w.get("live") or {}
-    if live:
-        value = "—" if live.get("value") is None else f"{live['value']:.4f}"
-        out.print(f"live {live['metric']}: {value} on {live['labelled']} labelled predictions")
-    out.print(f"decision: {escape(_decision_text(w['decision']))}", soft_wrap=True)
-    if w.get("html"):
-        out.print(f"HTML report: {w['html']}", soft_wrap=True)
+    for q in w.quality:
+        if not q.passed:
+            out.print(f"[yellow]quality check failed:[/] {escape(q.name)}", soft_wrap=True)
+    if live := w.live:
+        value = "—" if live.value is None else f"{live.value:.4f}"
+        out.print(f"live {live.metric}: {value} on {live.labelled} labelled predictions")
+    out.print(f"decision: {escape(w.decision.text())}", soft_wrap=True)
+    if w.html:
+        out.print(f"HTML report: {w.html}", soft_wrap=True)

@@ -57,27 +57,28 @@ def serve_status(config: ConfigArg, set_: SetOpt = None) -> None:
 
     cfg = load(config, set_)
     info = status(cfg)
-    health, record = info["health"], info["record"]
+    record = info.record
     if record is None:
         out.print(f"{cfg.project}: no deployment recorded")
     else:
-        where = f"embedded Ray in pid {record['pid']}" if record["embedded"] else f"Ray at {record['ray_address']}"
-        out.print(f"{cfg.project}: deployed {record['deployed_at']} on {where}")
-    if health.get("status") != "ok":
-        out.print(f"[red]✗[/] {info['url']} does not answer: {escape(str(health.get('error', '')))}", soft_wrap=True)
+        where = f"embedded Ray in pid {record.pid}" if record.embedded else f"Ray at {record.ray_address}"
+        out.print(f"{cfg.project}: deployed {record.deployed_at} on {where}")
+    if not info.answers or info.metadata is None:
+        error = escape(str(info.health.get("error", "")))
+        out.print(f"[red]✗[/] {info.url} does not answer: {error}", soft_wrap=True)
         raise typer.Exit(1)
-    meta = info["metadata"]
+    meta = info.metadata
     m = meta["model"]
-    out.print(f"[green]✓[/] {info['url']} answers: {m['name']} version {m['version']} (@{m['alias']})", soft_wrap=True)
+    out.print(f"[green]✓[/] {info.url} answers: {m['name']} version {m['version']} (@{m['alias']})", soft_wrap=True)
     lineage = meta.get("lineage", {})
     out.print(
         f"  run {m['run_id']}, git {lineage.get('git_sha', '?')[:12]}, data {lineage.get('data_hash', '?')},"
         f" {len(meta['features'])} features, auth {'on' if meta['auth'] else 'off'}",
         soft_wrap=True,
     )
-    for name, d in (info.get("serve") or {}).get("deployments", {}).items():
-        replicas = ", ".join(f"{n} {k.lower()}" for k, n in d["replicas"].items())
-        out.print(f"  deployment {name}: {d['status']}, replicas: {replicas}")
+    for name, d in (info.serve.deployments if info.serve else {}).items():
+        replicas = ", ".join(f"{n} {k.lower()}" for k, n in d.replicas.items())
+        out.print(f"  deployment {name}: {d.status}, replicas: {replicas}")
 
 
 def _entities(cfg: ProjectConfig, entity: list[str] | None, body: str | None) -> list[dict[str, Any]]:

@@ -307,15 +307,6 @@ class ServeStatus:
     def answers(self) -> bool:
         return self.health.get("status") == "ok"
 
-    # Transitional (issue 12): the CLI still reads the dict `status` returned before (``record`` and
-    # ``serve`` as dicts too). Remove both once ``raylane serve status`` reads the attributes.
-    def __getitem__(self, key: str) -> Any:
-        return asdict(self)[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        value = asdict(self).get(key)
-        return default if value is None else value
-
 
 def status(cfg: ProjectConfig) -> ServeStatus:
     """The recorded deployment, what its HTTP endpoint says, and (on a cluster) Serve's view."""
