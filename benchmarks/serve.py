@@ -44,7 +44,7 @@ from raylane.registry import Registry
 from raylane.serving import deploy, undeploy
 from raylane.serving.load import run_load
 from raylane.testing import example_project, free_port
-from raylane.train import train
+from raylane.training import train
 
 
 def bare_app(bundle_dir: str) -> Any:
@@ -155,6 +155,42 @@ def _median(reports: list[Measured]) -> Measured:
     return sorted(reports, key=lambda r: r.throughput)[len(reports) // 2]
 
 
+def _measure_uvicorn(client: Client, bundle_dir: Path, body: Any, seconds: float) -> dict[int, Measured]:
+    """(c): the same bundle behind a plain FastAPI app on uvicorn, in a process of its own."""
+    uport = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--uvicorn", str(bundle_dir), str(uport)])
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            probe = run_load(f"http://127.0.0.1:{uport}/predict", body, concurrency=1, requests=1)
+            if probe.ok:
+                break
+            time.sleep(0.5)
+        return measure(client, f"http://127.0.0.1:{uport}/predict", body, seconds)
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def _print(results: dict[str, dict[int, Measured]], kind: str, rounds: int, seconds: float) -> None:
+    print(f"\nload generator: {kind}; median of {rounds} rounds of {seconds:g} s")
+    print(f"{'service':32} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'failed':>6}")
+    for name, by_c in results.items():
+        for c, r in by_c.items():
+            print(f"{name:32} {c:>4} {r.throughput:>8.0f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.failed:>6}")
+    a, b = results["(a) raylane /predict"], results["(b) bare Ray Serve"]
+    off_ = results["(a) raylane, batching off"]
+    print()
+    for c in (1, 32):
+        ratio = a[c].throughput / b[c].throughput
+        added = a[c].p50_ms - b[c].p50_ms
+        print(
+            f"concurrency {c:>2}: (a)/(b) throughput {ratio:.2f} (target >= 0.7) {'ok' if ratio >= 0.7 else 'MISSED'};"
+            f" p50 added {added:+.1f} ms (target <= 2) {'ok' if added <= 2 else 'MISSED'};"
+            f" batching on/off throughput {a[c].throughput / off_[c].throughput:.2f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="Load per measurement.")
@@ -233,38 +269,9 @@ def main() -> None:
         undeploy(off, name="nobatch")
         serve.delete("bare")
         undeploy(cfg)
-        uport = free_port()
-        proc = subprocess.Popen([sys.executable, __file__, "--uvicorn", str(bundle_dir), str(uport)])
-        try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                probe = run_load(f"http://127.0.0.1:{uport}/predict", features_body, concurrency=1, requests=1)
-                if probe.ok:
-                    break
-                time.sleep(0.5)
-            results["(c) FastAPI/uvicorn"] = measure(
-                client, f"http://127.0.0.1:{uport}/predict", features_body, args.seconds
-            )
-        finally:
-            proc.terminate()
-            proc.wait()
+        results["(c) FastAPI/uvicorn"] = _measure_uvicorn(client, bundle_dir, features_body, args.seconds)
 
-    print(f"\nload generator: {kind}; median of {args.rounds} rounds of {args.seconds:g} s")
-    print(f"{'service':32} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'failed':>6}")
-    for name, by_c in results.items():
-        for c, r in by_c.items():
-            print(f"{name:32} {c:>4} {r.throughput:>8.0f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.failed:>6}")
-    a, b = results["(a) raylane /predict"], results["(b) bare Ray Serve"]
-    off_ = results["(a) raylane, batching off"]
-    print()
-    for c in (1, 32):
-        ratio = a[c].throughput / b[c].throughput
-        added = a[c].p50_ms - b[c].p50_ms
-        print(
-            f"concurrency {c:>2}: (a)/(b) throughput {ratio:.2f} (target >= 0.7) {'ok' if ratio >= 0.7 else 'MISSED'};"
-            f" p50 added {added:+.1f} ms (target <= 2) {'ok' if added <= 2 else 'MISSED'};"
-            f" batching on/off throughput {a[c].throughput / off_[c].throughput:.2f}"
-        )
+    _print(results, kind, args.rounds, args.seconds)
 
 
 if __name__ == "__main__":

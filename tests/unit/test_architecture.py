@@ -32,10 +32,10 @@ LAYERS: list[set[str]] = [
     },
     {"ingest", "features"},
     {"registry", "training", "sweep", "retrain"},
-    {"cluster", "jobs", "manifests"},
+    {"cluster", "jobs"},
     {"monitoring"},
     {"serving"},
-    {"pipeline", "demo", "testing"},
+    {"pipeline", "manifests", "demo", "testing"},
     {"cli", "__main__"},
 ]
 MAX_LINES = 450
