@@ -1,0 +1,203 @@
+"""`ProjectConfig`: the whole document, its cross-section checks and the values derived from it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from raylane.config._base import PROJECT_NAME, TASK_METRICS, ColumnType, ProjectPath, StrictModel
+from raylane.config.backends import BackendsConfig, ClusterConfig
+from raylane.config.data import DataConfig, EntityConfig, FeaturesConfig, FeatureViewConfig
+from raylane.config.serving import MonitorConfig, ServeConfig
+from raylane.config.training import SEARCHABLE, ModelConfig, RegistryConfig, TrainConfig, TuneConfig
+
+# --------------------------------------------------------------------------- the project
+
+
+class ProjectConfig(StrictModel):
+    """A raylane project: data, features, model, training, serving and monitoring."""
+
+    project: str = Field(pattern=PROJECT_NAME, description="Project name: lower case, digits and `_`.")
+    description: str = Field("", description="Free text.")
+    storage_root: ProjectPath = Field(
+        description="Where raylane keeps offline tables, the Feast repo, MLflow, checkpoints and reports;"
+        " `.raylane/<project>` next to the config when omitted.",
+        json_schema_extra={"x-default": ".raylane/<project>"},  # filled in by _default_storage_root
+    )
+    data: DataConfig = Field(description="Raw sources and labels.")
+    entity: EntityConfig = Field(description="The entity.")
+    features: FeaturesConfig = Field(description="Feature views.")
+    model: ModelConfig = Field(description="Model.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Training.")
+    tune: TuneConfig = Field(default_factory=TuneConfig, description="Sweeps.")
+    registry: RegistryConfig = Field(default_factory=RegistryConfig, description="Registry and promotion.")
+    serve: ServeConfig = Field(default_factory=ServeConfig, description="Serving.")
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="Monitoring.")
+    backends: BackendsConfig = Field(default_factory=BackendsConfig, description="Backends.")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Clusters elsewhere (rendered).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_storage_root(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "storage_root" not in data and isinstance(data.get("project"), str):
+            data = {**data, "storage_root": f".raylane/{data['project']}"}
+        return data
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> ProjectConfig:
+        # One rule group at a time, in this order: the first problem found is the one reported.
+        self._check_sources()
+        self._check_metric()
+        self._check_space()
+        self._check_labels()
+        self._check_views()
+        return self
+
+    def _check_sources(self) -> None:
+        """Source names are unique; every source has the entity key and lists its timestamp apart."""
+        names = [s.name for s in self.data.sources]
+        if dups := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"data.sources: duplicate source name(s) {dups}")
+        key = self.entity.join_key
+        for i, s in enumerate(self.data.sources):
+            if key not in s.columns:
+                raise ValueError(
+                    f"data.sources.{i} ({s.name}): the entity key `{key}` is not among its columns;"
+                    f" add `{key}: {self.entity.dtype}`"
+                )
+            if s.timestamp_column in s.columns:
+                raise ValueError(
+                    f"data.sources.{i} ({s.name}): list the timestamp column `{s.timestamp_column}`"
+                    " in `timestamp_column` only, not in `columns`"
+                )
+
+    def _check_metric(self) -> None:
+        """The promotion metric is one of the task's."""
+        metric = self.registry.promotion.metric
+        if metric is not None and metric not in TASK_METRICS[self.model.task]:
+            raise ValueError(
+                f"registry.promotion.metric: {metric!r} is not a {self.model.task} metric;"
+                f" one of {list(TASK_METRICS[self.model.task])}"
+            )
+
+    def _check_labels(self) -> None:
+        """The labels come from a known source and one of its columns."""
+        names = [s.name for s in self.data.sources]
+        labels = self.data.labels
+        if labels.source not in names:
+            raise ValueError(f"data.labels.source: unknown source {labels.source!r}; one of {names}")
+        if labels.column not in self.data.source(labels.source).columns:
+            raise ValueError(f"data.labels.column: {labels.column!r} is not a column of source {labels.source!r}")
+
+    def _check_views(self) -> None:
+        """Each view reads a known, non-label source; its features are columns of it, not the key,
+        and no feature name is in two views."""
+        names = [s.name for s in self.data.sources]
+        seen: dict[str, str] = {}
+        for i, v in enumerate(self.features.views):
+            if v.source not in names:
+                raise ValueError(f"features.views.{i}.source: unknown source {v.source!r}; one of {names}")
+            if v.source == self.data.labels.source:
+                raise ValueError(f"features.views.{i}.source: {v.source!r} is the label source")
+            self._check_view_columns(i, v)
+            for f in self.view_features(v):
+                if f in seen:
+                    raise ValueError(
+                        f"features.views.{i}: feature {f!r} is also in view {seen[f]!r};"
+                        " feature names must be unique across views"
+                    )
+                seen[f] = v.name
+
+    def _check_view_columns(self, i: int, v: FeatureViewConfig) -> None:
+        cols = self.data.source(v.source).columns
+        for f in v.features or []:
+            if f not in cols:
+                raise ValueError(
+                    f"features.views.{i}.features: {f!r} is not a column of source {v.source!r};"
+                    f" columns: {sorted(cols)}"
+                )
+            if f == self.entity.join_key:
+                raise ValueError(f"features.views.{i}.features: {f!r} is the entity key")
+
+    def _check_space(self) -> None:
+        """Every searched parameter exists, may be searched, and every bound or candidate is valid for it."""
+        searchable = [f"{section}.{name}" for section, names in SEARCHABLE.items() for name in names]
+        for key, dim in self.tune.space.items():
+            where = f"tune.space.{key}"
+            section, _, name = key.partition(".")
+            section_model: BaseModel | None = getattr(self, section, None) if section in SEARCHABLE else None
+            if section_model is None or name not in type(section_model).model_fields:
+                raise ValueError(
+                    f"{where}: `{key}` is not a parameter of the model or of training; searchable: {searchable}"
+                )
+            if name not in SEARCHABLE[section]:
+                raise ValueError(
+                    f"{where}: `{key}` cannot be searched (it is fixed for a whole sweep); searchable: {searchable}"
+                )
+            annotation = type(section_model).model_fields[name].annotation
+            if dim.type in ("uniform", "loguniform") and annotation is int:
+                raise ValueError(f"{where}: `{key}` takes integers; use `randint` (or `choice`) instead of {dim.type}")
+            if dim.type in ("choice", "grid"):
+                candidates = list(dim.values or [])
+            elif dim.type == "randint":
+                candidates = [int(dim.low or 0), int(dim.high or 0) - 1]
+            else:
+                candidates = [dim.low, dim.high]
+            for value in candidates:
+                try:
+                    type(section_model).model_validate({**section_model.model_dump(), name: value})
+                except ValidationError as exc:
+                    problem = exc.errors()[0]["msg"]
+                    raise ValueError(f"{where}: {value!r} is not a valid `{key}`: {problem}") from None
+
+    # ----- derived values (one place, so stages never recompute them differently)
+
+    def view_features(self, view: FeatureViewConfig) -> list[str]:
+        """The feature columns of a view, in a stable order."""
+        if view.features is not None:
+            return list(view.features)
+        cols = self.data.source(view.source).columns
+        return [c for c in cols if c != self.entity.join_key]
+
+    def feature_dtypes(self) -> dict[str, ColumnType]:
+        """Every served feature and its logical type, in view order."""
+        out: dict[str, ColumnType] = {}
+        for v in self.features.views:
+            cols = self.data.source(v.source).columns
+            for f in self.view_features(v):
+                out[f] = cols[f].dtype
+        return out
+
+    @property
+    def feature_service_name(self) -> str:
+        return self.features.service or f"{self.project}_model"
+
+    @property
+    def model_name(self) -> str:
+        return self.registry.model_name or self.project
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return self.backends.mlflow.tracking_uri or f"sqlite:///{self.storage_root / 'mlflow.db'}"
+
+    @property
+    def mlflow_experiment(self) -> str:
+        return self.backends.mlflow.experiment or self.project
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the resolved config: equal configs give equal hashes."""
+        doc = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(doc.encode()).hexdigest()
+
+    def to_yaml(self) -> str:
+        """The resolved config, defaults included, as YAML."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,145 @@
+"""The serving and monitoring sections: autoscaling, batching, auth, the inference log, drift and triggers."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import (
+    Field,
+    model_validator,
+)
+
+from raylane.config._base import Duration, ProjectPath, StrictModel
+
+
+class AutoscalingConfig(StrictModel):
+    """Ray Serve autoscaling of the model deployment."""
+
+    min_replicas: int = Field(1, ge=0, description="Fewest replicas.")
+    max_replicas: int = Field(2, ge=1, description="Most replicas.")
+    target_ongoing_requests: float = Field(8, gt=0, description="Requests per replica the autoscaler aims at.")
+    upscale_delay_s: float = Field(5.0, ge=0, description="Seconds above target before scaling up.")
+    downscale_delay_s: float = Field(30.0, ge=0, description="Seconds below target before scaling down.")
+    look_back_period_s: float = Field(30.0, gt=0, description="Seconds of load the autoscaler averages over.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"`min_replicas` ({self.min_replicas}) must not exceed `max_replicas` ({self.max_replicas})"
+            )
+        return self
+
+
+class BatchingConfig(StrictModel):
+    """`@serve.batch` settings."""
+
+    enabled: bool = Field(True, description="Batch entities across requests; off scores each request alone.")
+    max_batch_size: int = Field(32, ge=1, description="Most entities scored together.")
+    batch_wait_timeout_s: float = Field(
+        0.0,
+        ge=0,
+        description="Longest wait to fill a batch; 0 batches what queued while the last batch ran (no added latency).",
+    )
+
+
+class InferenceLogConfig(StrictModel):
+    """The inference log: every prediction and every feedback label, as parquet under the storage root."""
+
+    enabled: bool = Field(True, description="Write the inference log.")
+    flush_rows: int = Field(1000, ge=1, description="A replica writes a file after this many rows…")
+    flush_seconds: float = Field(2.0, gt=0, description="…or after this long.")
+
+
+class AuthConfig(StrictModel):
+    """API key required on /predict and /feedback; none when both fields are null."""
+
+    api_key_env: str | None = Field(None, description="Environment variable that holds the API key.")
+    api_key_file: ProjectPath | None = Field(None, description="File that holds the API key.")
+
+
+class ServeConfig(StrictModel):
+    """Ray Serve application."""
+
+    host: str = Field("127.0.0.1", description="HTTP bind address.")
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
+    route_prefix: str = Field("/", description="Route prefix of the application.")
+    max_ongoing_requests: int = Field(64, ge=1, description="Per replica; Ray's default of 5 throttles batching.")
+    max_queued_requests: int = Field(256, ge=1, description="Beyond this, 503 with Retry-After.")
+    num_cpus_per_replica: float = Field(0.5, gt=0, description="CPUs each model replica reserves.")
+    autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig, description="Autoscaling.")
+    batching: BatchingConfig = Field(default_factory=BatchingConfig, description="Batching.")
+    auth: AuthConfig = Field(default_factory=AuthConfig, description="API key authentication.")
+    max_body_bytes: int = Field(1 << 20, ge=1, description="Larger request bodies get 413.")
+    max_entities_per_request: int = Field(256, ge=1, description="Most entities in one /predict.")
+    request_timeout_s: float = Field(10.0, gt=0, description="Requests running longer get 504.")
+    retry_after_s: float = Field(1.0, ge=0, description="`Retry-After` of a 503 answered under backpressure.")
+    model_alias: str = Field("champion", description="The registry alias served; replicas follow it when it moves.")
+    model_poll_s: float = Field(2.0, gt=0, description="How often replicas check where the alias points.")
+    unknown_entity: Literal["reject", "impute"] = Field(
+        "reject",
+        description="An entity the online store has no features for: `reject` answers 404 naming it;"
+        " `impute` predicts with the features missing (as training treated nulls).",
+    )
+    inference_log: InferenceLogConfig = Field(default_factory=InferenceLogConfig, description="Inference log.")
+
+
+class DriftConfig(StrictModel):
+    """Drift detection against the champion's reference profile (whylogs' algorithms)."""
+
+    numeric: Literal["ks", "hellinger"] = Field("ks", description="Algorithm for numeric columns.")
+    categorical: Literal["chi_square"] = Field("chi_square", description="Algorithm for categorical columns.")
+    threshold: float = Field(
+        0.01,
+        gt=0,
+        description="A column drifts when its p-value (KS, chi-square) is below this, or its Hellinger"
+        " distance above it.",
+    )
+
+
+class TriggersConfig(StrictModel):
+    """When the monitor schedules a retrain."""
+
+    drifted_features: int | None = Field(3, ge=1, description="Retrain when at least this many features drift.")
+    live_metric_below: float | None = Field(
+        None,
+        description="Retrain when the live metric (the gate's metric on labelled predictions) is worse than this.",
+    )
+    every: Duration | None = Field(None, description="Retrain on a schedule (continuous training), e.g. 24h.")
+
+
+class MonitorConfig(StrictModel):
+    """The monitor actor: windows, drift, quality and retrain policy."""
+
+    enabled: bool = Field(True, description="Profile live traffic; `raylane serve deploy` starts the monitor.")
+    window_rows: int | None = Field(1000, ge=1, description="Close a window after this many rows.")
+    window_seconds: float | None = Field(None, gt=0, description="Close a window after this long (rows or not).")
+    flush_rows: int = Field(
+        1000,
+        ge=1,
+        description="Replicas send a profile after this many rows (a whylogs profile costs about 80 ms of"
+        " replica CPU whatever its size: fewer, larger profiles cost serving less)…",
+    )
+    flush_seconds: float = Field(5.0, gt=0, description="…or after this long.")
+    drift: DriftConfig = Field(default_factory=DriftConfig, description="Drift detection.")
+    max_null_fraction: float = Field(
+        0.5, ge=0, le=1, description="Quality: most nulls a feature may have (a source column's own limit wins)."
+    )
+    min_labels: int = Field(30, ge=1, description="Labelled predictions a window needs for a live metric.")
+    triggers: TriggersConfig = Field(default_factory=TriggersConfig, description="Retrain triggers.")
+    cooldown: Duration = Field(timedelta(minutes=30), description="Least time between two retrains.")
+    job_address: str | None = Field(
+        None,
+        description="The Ray job API retrains are submitted to (http://host:8265); the cluster the monitor"
+        " runs on when omitted.",
+    )
+    max_pending_profiles: int = Field(
+        1000, ge=1, description="Profiles a replica keeps while the monitor cannot be reached (then drops the oldest)."
+    )
+
+    @model_validator(mode="after")
+    def _a_window_closes(self) -> MonitorConfig:
+        if self.window_rows is None and self.window_seconds is None:
+            raise ValueError("set monitor.window_rows or monitor.window_seconds: a window must close somehow")
+        return self

@@ -1,0 +1,149 @@
+"""The model, training, sweep and registry sections (what may be searched, and the promotion gate)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import (
+    Field,
+    model_validator,
+)
+
+from raylane.config._base import StrictModel
+
+# --------------------------------------------------------------------------- model / train / tune
+
+
+class ModelConfig(StrictModel):
+    """The model: task and shape. One torch MLP for tabular features."""
+
+    task: Literal["binary", "multiclass", "regression"] = Field(description="Drives loss, output and metrics.")
+    num_classes: int | None = Field(None, ge=2, description="Classes for `multiclass`; inferred when omitted.")
+    hidden_layers: list[int] = Field(default_factory=lambda: [64, 32], description="Hidden layer widths.")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout after each hidden layer.")
+    activation: Literal["relu", "gelu", "tanh"] = Field("relu", description="Hidden activation.")
+    embedding_dim: int = Field(4, ge=1, description="Embedding width per categorical feature.")
+    max_categories: int = Field(
+        50, ge=1, description="Most frequent categories kept per column; others share the unseen bucket."
+    )
+
+
+class ValidationSplit(StrictModel):
+    """How the holdout is cut from the training set."""
+
+    split: Literal["time", "random"] = Field("time", description="`time`: newest rows validate; `random`.")
+    fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Fraction of rows held out.")
+
+
+class EarlyStopping(StrictModel):
+    """Stop when the validation metric stops improving."""
+
+    patience: int = Field(3, ge=1, description="Epochs without improvement before stopping.")
+    min_delta: float = Field(0.0, ge=0.0, description="Smallest change that counts as improvement.")
+
+
+class TrainConfig(StrictModel):
+    """Ray Train (TorchTrainer) settings."""
+
+    num_workers: int = Field(1, ge=1, description="Data-parallel workers.")
+    use_gpu: bool = Field(False, description="One GPU per worker. Fails fast when the cluster has none.")
+    resources_per_worker: dict[str, float] = Field(
+        default_factory=lambda: {"CPU": 1.0}, description="Ray resources each worker reserves."
+    )
+    epochs: int = Field(10, ge=1, description="Maximum epochs.")
+    batch_size: int = Field(256, ge=1, description="Batch size per worker.")
+    learning_rate: float = Field(1e-3, gt=0.0, description="Optimizer learning rate.")
+    weight_decay: float = Field(0.0, ge=0.0, description="L2 weight decay.")
+    optimizer: Literal["adam", "adamw", "sgd"] = Field("adamw", description="Optimizer.")
+    seed: int = Field(0, description="Seed for data splits, initialisation and shuffling.")
+    validation: ValidationSplit = Field(default_factory=ValidationSplit, description="Holdout split.")
+    early_stopping: EarlyStopping | None = Field(
+        default_factory=EarlyStopping, description="Early stopping; null disables it."
+    )
+    max_failures: int = Field(1, ge=0, description="Worker failures survived by resuming from a checkpoint.")
+    cache_data: bool = Field(
+        True,
+        description="Keep each worker's data shard in memory as tensors after the first read (fast epochs,"
+        " reshuffled every epoch); turn off for shards larger than a worker's memory (streams from Ray Data).",
+    )
+    checkpoints_to_keep: int = Field(2, ge=1, description="Checkpoints kept per run.")
+
+
+class ParamSpace(StrictModel):
+    """One dimension of a search space."""
+
+    type: Literal["uniform", "loguniform", "choice", "randint", "grid"] = Field(description="Distribution.")
+    low: float | None = Field(None, description="Lower bound (`uniform`, `loguniform`, `randint`).")
+    high: float | None = Field(None, description="Upper bound (exclusive for `randint`).")
+    values: list[Any] | None = Field(None, description="Candidates (`choice`, `grid`).")
+
+    @model_validator(mode="after")
+    def _check(self) -> ParamSpace:
+        if self.type in ("choice", "grid"):
+            if not self.values:
+                raise ValueError(f"`{self.type}` needs a non-empty `values` list")
+        else:
+            if self.low is None or self.high is None:
+                raise ValueError(f"`{self.type}` needs both `low` and `high`")
+            if self.low >= self.high:
+                raise ValueError(f"`low` ({self.low}) must be below `high` ({self.high})")
+            if self.type == "loguniform" and self.low <= 0:
+                raise ValueError(f"`loguniform` needs `low` > 0, got {self.low}")
+        return self
+
+
+class SchedulerConfig(StrictModel):
+    """Trial scheduler."""
+
+    type: Literal["asha", "fifo"] = Field("asha", description="`asha` stops weak trials early; `fifo` never.")
+    max_t: int = Field(10, ge=1, description="Most epochs a trial may run.")
+    grace_period: int = Field(2, ge=1, description="Epochs before a trial may be stopped.")
+    reduction_factor: float = Field(2.0, gt=1.0, description="ASHA's halving rate.")
+
+    @model_validator(mode="after")
+    def _check(self) -> SchedulerConfig:
+        if self.grace_period > self.max_t:
+            raise ValueError(f"`grace_period` ({self.grace_period}) must not exceed `max_t` ({self.max_t})")
+        return self
+
+
+class TuneConfig(StrictModel):
+    """Ray Tune sweep settings; each trial is a Ray Train run."""
+
+    num_samples: int = Field(8, ge=1, description="Trials (per grid point when `grid` is used).")
+    max_concurrent_trials: int | None = Field(
+        None, ge=1, description="Trials at once; sized to the cluster's CPUs when omitted."
+    )
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig, description="Early stopping.")
+    space: dict[str, ParamSpace] = Field(
+        default_factory=dict,
+        description="Search space: `model.<field>` or `train.<field>` → a distribution. Every trial trains"
+        " `scheduler.max_t` epochs at most (not `train.epochs`).",
+    )
+
+
+SEARCHABLE: dict[str, tuple[str, ...]] = {
+    "model": ("hidden_layers", "dropout", "activation", "embedding_dim"),
+    "train": ("learning_rate", "weight_decay", "optimizer", "batch_size", "seed"),
+}
+"""Parameters a sweep may vary. The others are fixed per sweep: the data and its preprocessing
+(``model.max_categories``) are prepared once for all trials, the trial's resources
+(``train.num_workers`` …) size the sweep's concurrency, and ``tune.scheduler.max_t`` bounds epochs."""
+
+
+# --------------------------------------------------------------------------- registry / serve / monitor
+
+
+class PromotionConfig(StrictModel):
+    """The gate a challenger must pass to become champion."""
+
+    metric: str | None = Field(None, description="Holdout metric; the task's default when omitted.")
+    min_improvement: float = Field(0.0, ge=0.0, description="How much better than the champion the challenger must be.")
+    floor: float | None = Field(None, description="The first model is promoted only if its metric clears this.")
+
+
+class RegistryConfig(StrictModel):
+    """MLflow model registry."""
+
+    model_name: str | None = Field(None, description="Registered model name; the project name when omitted.")
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig, description="Promotion gate.")
