@@ -275,7 +275,7 @@ def test_resume_reclaims_placement_groups_left_by_a_dead_driver(ray_runtime: Any
     from ray.util.placement_group import placement_group_table
 
     from raylane.errors import UserError
-    from raylane.sweep import _reclaim
+    from raylane.sweep.reclaim import reclaim as _reclaim
 
     child = (
         "import ray, sys, time\n"
