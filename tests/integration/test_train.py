@@ -61,6 +61,31 @@ def test_mlflow_run_has_params_epoch_metrics_config_and_profiles(trained: tuple[
     assert [a.path for a in client.list_artifacts(result.run_id, "monitoring")] == ["monitoring/reference_profile.bin"]
 
 
+def test_the_run_says_where_its_time_went(trained: tuple[ProjectConfig, object]) -> None:
+    from mlflow import MlflowClient
+
+    cfg, result = trained
+    stages = list(result.timings.seconds)  # type: ignore[attr-defined]
+    assert stages == [
+        "training set",
+        "fingerprint",
+        "preprocessing",
+        "tracking setup",
+        "worker-group start",
+        "epochs",
+        "worker-group stop",
+        "evaluation",
+        "model logging",
+        "registration",
+    ]
+    assert all(v >= 0 for v in result.timings.seconds.values())  # type: ignore[attr-defined]
+    assert result.timings.seconds["epochs"] > 0  # type: ignore[attr-defined]
+    assert result.timings.total <= result.seconds + 0.5  # type: ignore[attr-defined]
+    logged = MlflowClient(cfg.mlflow_tracking_uri).get_run(result.run_id).data.metrics  # type: ignore[attr-defined]
+    assert {"time_training_set_s", "time_epochs_s", "time_worker_group_start_s", "time_registration_s"} <= set(logged)
+    assert "ready_at" not in logged and "reported_at" not in logged  # bookkeeping, not metrics
+
+
 def test_the_registered_model_loads_without_pickle_and_predicts_like_training(
     trained: tuple[ProjectConfig, object],
 ) -> None:

@@ -20,6 +20,7 @@ from raylane.errors import UserError
 
 if TYPE_CHECKING:
     from raylane.sweep import SweepProgress, SweepResult
+    from raylane.timing import Stopwatch
 
 __all__ = ["lineage_cmd", "registry_app", "sweep_cmd", "train_cmd"]
 
@@ -43,10 +44,16 @@ def train_cmd(
     if reproduce is not None:
         _reproduce(cfg, reproduce)
         return
+    from raylane.timing import Stopwatch
     from raylane.training import train
 
+    timer = Stopwatch()
+    started = time.perf_counter()
     with steps() as step, on_ray(cfg):
-        result = train(cfg, register=not no_register, step=step)
+        timer.add("Ray start", time.perf_counter() - started)
+        result = train(cfg, register=not no_register, step=step, timer=timer)
+        stopping = time.perf_counter()
+    timer.add("Ray stop", time.perf_counter() - stopping)
     table = Table(
         title=f"trained {cfg.model_name} in {result.seconds:.0f}s ({result.epochs} epochs)", title_justify="left"
     )
@@ -60,6 +67,17 @@ def train_cmd(
         out.print(
             f"version {result.version}: {verdict(result.promoted)}: {escape(result.decision.reason)}", soft_wrap=True
         )
+    _print_timings(timer, time.perf_counter() - started)
+
+
+def _print_timings(timer: Stopwatch, total: float) -> None:
+    """Where the time went: each stage's seconds and share of the command's wall time."""
+    table = Table(title=f"where the {total:.1f}s went", title_justify="left")
+    for col in ("stage", "seconds", "share"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for name, seconds in timer.rows(total):
+        table.add_row(name, f"{seconds:.1f}", f"{seconds / total:.0%}" if total > 0 else "—")
+    out.print(table)
 
 
 def _reproduce(cfg: ProjectConfig, ref: str) -> None:

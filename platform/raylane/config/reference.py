@@ -8,9 +8,7 @@ import typing
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel,
-)
+from pydantic import BaseModel
 
 from raylane.config.project import ProjectConfig
 

@@ -20,6 +20,7 @@ from raylane.features import FeatureRepo
 from raylane.lineage import Lineage, code_version, data_fingerprint, ray_ids
 from raylane.model import primary_metric
 from raylane.preprocess import Preprocessor, fit_preprocessor
+from raylane.timing import Stopwatch
 
 __all__ = ["Prepared", "check_resources", "holdout_frame", "prepare", "split"]
 
@@ -95,32 +96,39 @@ def holdout_frame(cfg: ProjectConfig) -> pd.DataFrame:
     return val.to_pandas()
 
 
-def prepare(cfg: ProjectConfig, *, step: Callable[[str], object] = lambda _: None) -> Prepared:
+def prepare(
+    cfg: ProjectConfig, *, step: Callable[[str], object] = lambda _: None, timer: Stopwatch | None = None
+) -> Prepared:
     """Build the point-in-time training set, split it, fit preprocessing on the training split and
-    apply it with Ray Data. Deterministic for a given config and data (a resumed sweep gets the same)."""
+    apply it with Ray Data. Deterministic for a given config and data (a resumed sweep gets the same).
+    ``timer`` gets the stages: training set, fingerprint, preprocessing."""
     import ray
 
+    timer = timer or Stopwatch()
     check_resources(cfg)
     ray.data.DataContext.get_current().execution_options.preserve_order = True  # reproducible splits
     step("building the training set (Feast, point-in-time)")
-    ds = FeatureRepo(cfg).training_set().materialize()
+    with timer.stage("training set"):
+        ds = FeatureRepo(cfg).training_set().materialize()
     label = cfg.data.labels.column
     label_time = cfg.data.source(cfg.data.labels.source).timestamp_column
     views = [v.name for v in cfg.features.views]
-    lineage = Lineage(
-        **code_version(),
-        config_hash=cfg.fingerprint(),
-        **data_fingerprint(ds, label_time=label_time, views=views),
-        **ray_ids(),
-        project=cfg.project,
-    )
-    train_raw, val_raw = split(cfg, ds)
-    dtypes = cfg.feature_dtypes()
+    with timer.stage("fingerprint"):
+        lineage = Lineage(
+            **code_version(),
+            config_hash=cfg.fingerprint(),
+            **data_fingerprint(ds, label_time=label_time, views=views),
+            **ray_ids(),
+            project=cfg.project,
+        )
     step("fitting preprocessing on the training split")
-    pre = fit_preprocessor(
-        train_raw, dtypes=dtypes, label=label, task=cfg.model.task, max_categories=cfg.model.max_categories
-    )
-    train_ds = train_raw.map_batches(pre.batch, batch_format="pandas").materialize()
-    val_ds = val_raw.map_batches(pre.batch, batch_format="pandas").materialize()
+    with timer.stage("preprocessing"):
+        train_raw, val_raw = split(cfg, ds)
+        dtypes = cfg.feature_dtypes()
+        pre = fit_preprocessor(
+            train_raw, dtypes=dtypes, label=label, task=cfg.model.task, max_categories=cfg.model.max_categories
+        )
+        train_ds = train_raw.map_batches(pre.batch, batch_format="pandas").materialize()
+        val_ds = val_raw.map_batches(pre.batch, batch_format="pandas").materialize()
     metric, mode = primary_metric(cfg.model.task, cfg.registry.promotion.metric)
     return Prepared(train_raw, val_raw, train_ds, val_ds, pre, list(dtypes), lineage, metric, mode)

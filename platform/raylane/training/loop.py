@@ -27,11 +27,15 @@ from raylane.preprocess import Preprocessor
 __all__ = ["train_loop"]
 
 _VAL_BATCH = 4096
+# Report keys that are bookkeeping, not metrics: the epoch counters, and the wall-clock times the
+# driver's timing table splits the Ray Train run with (start-up, epochs, shut-down).
+_NOT_LOGGED = ("epoch", "epochs_completed", "ready_at", "reported_at")
 
 
 def train_loop(config: dict[str, Any]) -> None:
     """The per-worker training loop (Ray Train V2). Everything it needs comes in ``config``."""
     worker = _Worker(config)
+    ready_at = time.time()  # the worker group is up: what Ray Train spent before this is start-up
     for epoch in range(worker.start, config["epochs"]):
         worker.maybe_fail(epoch)
         t0 = time.perf_counter()
@@ -46,6 +50,8 @@ def train_loop(config: dict[str, Any]) -> None:
             **{f"val_{k}": v for k, v in val.items()},
             "epoch_seconds": train_seconds,
             "resumed_from": worker.resumed_from,
+            "ready_at": ready_at,
+            "reported_at": time.time(),
         }
         worker.log(report, epoch)
         worker.report(report, epoch)
@@ -226,7 +232,7 @@ class _Worker:
 
         t_log = time.perf_counter()
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, epoch) for k, v in report.items() if k not in ("epoch", "epochs_completed")]
+        batch = [Metric(k, float(v), now, epoch) for k, v in report.items() if k not in _NOT_LOGGED]
         batch.append(Metric("mlflow_log_seconds", self.mlflow_seconds, now, epoch))  # the logging before this one
         self.pending.append(self.client.log_batch(self.config["run_id"], metrics=batch, synchronous=False))
         self.mlflow_seconds += time.perf_counter() - t_log

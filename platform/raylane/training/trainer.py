@@ -22,6 +22,7 @@ from raylane.errors import RaylaneError
 from raylane.lineage import Lineage, Tag
 from raylane.model import metrics
 from raylane.registry import GateDecision, Registry
+from raylane.timing import Stopwatch
 from raylane.training.data import Prepared, prepare
 from raylane.training.loop import train_loop
 from raylane.training.tracking import ensure_experiment, log_model, log_run_header
@@ -44,6 +45,7 @@ class TrainResult:
     lineage: Lineage = field(default_factory=Lineage)
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    timings: Stopwatch = field(default_factory=Stopwatch)  # where the seconds went, stage by stage
 
 
 def make_trainer(
@@ -126,30 +128,40 @@ def finish(
     history: list[dict[str, float]],
     register: bool,
     step: Callable[[str], object] = lambda _: None,
+    timer: Stopwatch | None = None,
 ) -> TrainResult:
     """Evaluate a checkpoint on the holdout, log the model to the active MLflow run ``run_id``,
     and (``register``) register it as ``challenger`` and run the promotion gate."""
     import mlflow
 
+    timer = timer or Stopwatch()
     step("evaluating the best checkpoint on the holdout")
-    with checkpoint.as_directory() as d:
-        bundle = ModelBundle.load(Path(d) / "bundle")
-    holdout = prep.val_raw.to_pandas()
-    scores = metrics(cfg.model.task, bundle.target(holdout), bundle.predict(holdout))
+    with timer.stage("evaluation"):
+        with checkpoint.as_directory() as d:
+            bundle = ModelBundle.load(Path(d) / "bundle")
+        holdout = prep.val_raw.to_pandas()
+        scores = metrics(cfg.model.task, bundle.target(holdout), bundle.predict(holdout))
     mlflow.log_metrics({f"holdout_{k}": v for k, v in scores.items()})
     mlflow.log_metric("epochs_run", epochs)
     step("logging the model and reference profiles")
-    model_uri = log_model(bundle, prep.train_raw, prep.features)
-    result = TrainResult(run_id, scores, epochs, lineage=prep.lineage, history=history)
+    with timer.stage("model logging"):
+        model_uri = log_model(bundle, prep.train_raw, prep.features)
+    result = TrainResult(run_id, scores, epochs, lineage=prep.lineage, history=history, timings=timer)
     if register:
         step("registering and gating")
-        reg = Registry(cfg)
-        champion = reg.champion()
-        tags = {**result.lineage.to_tags(), "parent_version": str(champion.version) if champion else ""}
-        result.version = reg.register(model_uri, result.run_id, tags)
-        result.decision = reg.gate_and_promote(result.version, holdout, result.metrics)
-        result.promoted = result.decision.passed
+        with timer.stage("registration"):
+            _register(cfg, result, model_uri, holdout)
     return result
+
+
+def _register(cfg: ProjectConfig, result: TrainResult, model_uri: str, holdout: Any) -> None:
+    """Register ``result``'s model as challenger and run it through the gate."""
+    reg = Registry(cfg)
+    champion = reg.champion()
+    tags = {**result.lineage.to_tags(), "parent_version": str(champion.version) if champion else ""}
+    result.version = reg.register(model_uri, result.run_id, tags)
+    result.decision = reg.gate_and_promote(result.version, holdout, result.metrics)
+    result.promoted = result.decision.passed
 
 
 def train(
@@ -159,6 +171,7 @@ def train(
     run_name: str | None = None,
     step: Callable[[str], object] = lambda _: None,
     extra_tags: dict[str, str] | None = None,
+    timer: Stopwatch | None = None,
     _faults: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train, track, register and gate one model. Needs Ray (see `raylane.runtime`).
@@ -169,6 +182,8 @@ def train(
         run_name: MLflow run name; a unique one when omitted.
         step: Called with a short text at each stage (progress display).
         extra_tags: More MLflow run tags (e.g. the version being reproduced).
+        timer: Gets every stage's seconds (the caller may have timed its own, e.g. starting Ray);
+            the result's ``timings``, also logged to the run as ``time_<stage>_s`` metrics.
 
     Raises:
         ClusterError: the cluster can never satisfy ``train.*`` resources.
@@ -177,12 +192,16 @@ def train(
     import mlflow
 
     started = time.perf_counter()
-    prep = prepare(cfg, step=step)
-    experiment = ensure_experiment(cfg)
+    timer = timer or Stopwatch()
+    prep = prepare(cfg, step=step, timer=timer)
     name = run_name or f"{cfg.project}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=name) as run:
+    with timer.stage("tracking setup"):
+        experiment = ensure_experiment(cfg)
+        run = mlflow.start_run(experiment_id=experiment.experiment_id, run_name=name)
+    with run:
         run_id = run.info.run_id
-        log_run_header(cfg, prep.lineage, extra_tags)
+        with timer.stage("tracking setup"):
+            log_run_header(cfg, prep.lineage, extra_tags)
         step(f"training on {cfg.train.num_workers} Ray Train worker(s)")
         trainer = make_trainer(
             cfg,
@@ -192,16 +211,38 @@ def train(
             run_id=run_id,
             faults=_faults,
         )
+        fit_started = time.time()
         result = _fit(cfg, trainer)
+        _time_fit(timer, fit_started, time.time(), result)
         best = result.get_best_checkpoint(metric=f"val_{prep.metric}", mode=prep.mode) or result.checkpoint
         if best is None:
             raise RaylaneError("training reported no checkpoint", fix="check train.epochs and the worker logs")
         kept = result.best_checkpoints or []
         history = [dict(m) for _, m in sorted(kept, key=lambda cm: cm[1]["epoch"])]
         epochs = int(result.metrics["epoch"]) + 1 if result.metrics else 0
-        result_obj = finish(cfg, prep, best, run_id, epochs=epochs, history=history, register=register, step=step)
-    result_obj.seconds = time.perf_counter() - started
+        result_obj = finish(
+            cfg, prep, best, run_id, epochs=epochs, history=history, register=register, step=step, timer=timer
+        )
+        result_obj.seconds = time.perf_counter() - started
+        mlflow.log_metrics(timer.metrics())
     return result_obj
+
+
+def _time_fit(timer: Stopwatch, started: float, ended: float, result: Any) -> None:
+    """Split the Ray Train run: worker-group start (until the first worker loop began), epochs
+    (until the last report), worker-group stop (the rest). Wall clock: worker and driver clocks
+    agree on one machine, and the split is clamped where a cluster's clocks do not."""
+    total = max(ended - started, 0.0)
+    reports = [m for _, m in (result.best_checkpoints or [])] + [result.metrics or {}]
+    ready_at = [float(m["ready_at"]) for m in reports if "ready_at" in m]
+    if not ready_at or "reported_at" not in (result.metrics or {}):
+        timer.add("Ray Train run", total)
+        return
+    ready = min(max(min(ready_at) - started, 0.0), total)
+    last = min(max(float(result.metrics["reported_at"]) - started, ready), total)
+    timer.add("worker-group start", ready)
+    timer.add("epochs", last - ready)
+    timer.add("worker-group stop", total - last)
 
 
 def _fit(cfg: ProjectConfig, trainer: Any) -> Any:
