@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/raylane demo run configs/churn.yaml
 
-# The suite without the tests marked slow (~15 min on 2 cores); CI runs this.
+# The suite without the tests marked slow (15-25 min on 2 cores, by machine); CI runs this.
 test: $(STAMP)
 	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
