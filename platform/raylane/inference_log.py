@@ -3,8 +3,10 @@
 Replicas buffer rows in memory and write them off the request path, one parquet file per flush
 (after ``serve.inference_log.flush_rows`` rows or ``flush_seconds``), under
 ``<storage_root>/inference_log/{predictions,feedback}/date=YYYY-MM-DD/``. Files are written under
-a temporary name and renamed, so readers never see half a file. A replica shutting down writes what
-it holds; a replica that crashes loses at most its last unflushed interval.
+a temporary name and renamed, so readers never see half a file. A row the schema cannot hold is
+quarantined under ``rejected/{predictions,feedback}/`` as JSON with the reason (`read_rejected`).
+A replica shutting down writes what it holds; a replica that crashes loses at most its last
+unflushed interval.
 
 `read` joins the two: every prediction with its feedback label (the latest one, if several), the
 set later issues train and measure live performance on.
@@ -15,6 +17,7 @@ retraining (labels from /feedback): it sits below all three, so none of them imp
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -29,7 +32,7 @@ import pyarrow.parquet as pq
 
 from raylane.config import ProjectConfig
 
-__all__ = ["LogWriter", "log_dir", "read", "read_feedback", "read_predictions"]
+__all__ = ["LogWriter", "log_dir", "read", "read_feedback", "read_predictions", "read_rejected"]
 
 _ARROW = {"int64": pa.int64(), "float64": pa.float64(), "string": pa.string(), "bool": pa.bool_()}
 
@@ -77,11 +80,15 @@ class LogWriter:
     """Buffers rows of one kind and writes them as parquet files; thread-safe, never blocks on disk.
 
     `append` only takes a lock and extends a list; `flush` (called by the replica's background
-    task, in a worker thread) writes what was buffered.
+    task, in a worker thread) writes what was buffered. A row that cannot be written as the schema
+    says (a value out of its type's range) is quarantined, with the reason, as a JSON line under
+    ``rejected/<kind>/``: it is never retried forever, and it never holds back the rows after it.
+    When the disk itself fails, the rows stay buffered for the next flush and `error` says why.
     """
 
-    def __init__(self, folder: Path, schema: pa.Schema, *, flush_rows: int, writer_id: str) -> None:
-        self.folder = folder
+    def __init__(self, root: Path, kind: str, schema: pa.Schema, flush_rows: int, writer_id: str) -> None:
+        self.folder = root / kind
+        self.rejected_folder = root / "rejected" / kind
         self.schema = schema
         self.flush_rows = flush_rows
         self.writer_id = writer_id
@@ -89,7 +96,10 @@ class LogWriter:
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self.written = 0
+        self.rejected = 0
         self.files = 0
+        self.error: str | None = None  # the last flush's failure, until a flush succeeds
+        self.failing_since: float | None = None
 
     def append(self, rows: list[dict[str, Any]]) -> bool:
         """Buffer rows; True when the buffer is due to be flushed."""
@@ -102,28 +112,72 @@ class LogWriter:
         return len(self._rows)
 
     def flush(self) -> int:
-        """Write the buffered rows as one file; returns how many."""
+        """Write the buffered rows as one file (quarantining those the schema cannot hold); returns
+        how many were written or quarantined."""
         with self._write_lock:
             with self._lock:
                 rows, self._rows = self._rows, []
             if not rows:
                 return 0
             try:
-                table = pa.Table.from_pylist(rows, schema=self.schema)
-                day = datetime.now(UTC).strftime("%Y-%m-%d")
-                folder = self.folder / f"date={day}"
-                folder.mkdir(parents=True, exist_ok=True)
-                name = f"part-{int(time.time() * 1000)}-{self.writer_id}-{uuid.uuid4().hex[:8]}.parquet"
-                tmp = folder / f".{name}.tmp"
-                pq.write_table(table, tmp)
-                os.replace(tmp, folder / name)
-            except BaseException:
+                table, bad = self._table(rows)
+                if bad:
+                    self._quarantine(bad)
+                if table.num_rows:
+                    self._write(table)
+            except BaseException as exc:
                 with self._lock:  # keep them for the next try
                     self._rows[:0] = rows
+                self.error = f"{type(exc).__name__}: {exc}"[:500]
+                self.failing_since = self.failing_since or time.time()
                 raise
-            self.written += len(rows)
-            self.files += 1
+            self.error, self.failing_since = None, None
+            self.written += table.num_rows
+            self.rejected += len(bad)
+            self.files += 1 if table.num_rows else 0
             return len(rows)
+
+    def _table(self, rows: list[dict[str, Any]]) -> tuple[pa.Table, list[tuple[dict[str, Any], str]]]:
+        try:
+            return pa.Table.from_pylist(rows, schema=self.schema), []
+        except (pa.ArrowException, OverflowError, TypeError, ValueError):
+            pass
+        good, bad = [], []
+        for row in rows:  # find the rows at fault
+            try:
+                pa.Table.from_pylist([row], schema=self.schema)
+                good.append(row)
+            except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
+                bad.append((row, f"{type(exc).__name__}: {exc}"))
+        return pa.Table.from_pylist(good, schema=self.schema), bad
+
+    def _name(self, suffix: str) -> str:
+        return f"part-{int(time.time() * 1000)}-{self.writer_id}-{uuid.uuid4().hex[:8]}.{suffix}"
+
+    def _write(self, table: pa.Table) -> None:
+        folder = self.folder / f"date={datetime.now(UTC).strftime('%Y-%m-%d')}"
+        folder.mkdir(parents=True, exist_ok=True)
+        name = self._name("parquet")
+        tmp = folder / f".{name}.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, folder / name)
+
+    def _quarantine(self, bad: list[tuple[dict[str, Any], str]]) -> None:
+        folder = self.rejected_folder / f"date={datetime.now(UTC).strftime('%Y-%m-%d')}"
+        folder.mkdir(parents=True, exist_ok=True)
+        name = self._name("jsonl")
+        tmp = folder / f".{name}.tmp"
+        lines = (json.dumps({"reason": why, "row": row}, default=str) for row, why in bad)
+        tmp.write_text("\n".join(lines) + "\n")
+        os.replace(tmp, folder / name)
+
+
+def read_rejected(cfg: ProjectConfig, kind: str = "predictions") -> list[dict[str, Any]]:
+    """The quarantined rows of one kind: ``{"reason": ..., "row": {...}}`` each, oldest first."""
+    out = []
+    for f in sorted((log_dir(cfg) / "rejected" / kind).glob("date=*/part-*.jsonl")):
+        out += [json.loads(line) for line in f.read_text().splitlines() if line]
+    return out
 
 
 def _read(folder: Path, schema: pa.Schema) -> pd.DataFrame:

@@ -13,6 +13,7 @@ Nothing here knows a domain: a new data set needs only a new config.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import uuid
@@ -28,6 +29,7 @@ import pyarrow.parquet as pq
 
 from raylane.config import ColumnType, ProjectConfig, SourceConfig
 from raylane.errors import DataError
+from raylane.labels import invalid_labels, label_rule
 
 __all__ = ["IngestReport", "ingest", "ingest_source", "offline_path", "source_files"]
 
@@ -170,9 +172,15 @@ def _bad_timestamps(ds: Any, col: str, limit: int = 3) -> list[Any]:
     return [row[col] for row in ds.select_columns([col]).map_batches(bad, batch_format="pyarrow").take(limit)]
 
 
-def _stats(batch: pa.Table, ts_col: str) -> pa.Table:
-    """One row: the block's row count, null count per column, and time range."""
+def _stats(batch: pa.Table, ts_col: str, label: str | None = None, task: str = "") -> pa.Table:
+    """One row: the block's row count, null count per column, time range, and (for the label
+    source) how many labels break the task's rule, with a few of them."""
     row: dict[str, list[Any]] = {"__rows__": [batch.num_rows]}
+    if label is not None:
+        values = batch.column(label).to_pylist()
+        bad = invalid_labels(task, values)
+        row["__bad_labels__"] = [int(bad.sum())]
+        row["__bad_label_examples__"] = [json.dumps([values[i] for i in bad.nonzero()[0][:3]], default=str)]
     for name in batch.column_names:
         row[f"null:{name}"] = [batch.column(name).null_count]
     ts = batch.column(ts_col)
@@ -252,7 +260,9 @@ def _prepare(cfg: ProjectConfig, opened: _Opened) -> tuple[Any, IngestReport]:
         normalized = ds.map_batches(_normalizer(src), batch_format="pyarrow").materialize()
         # One small task per materialized block: cheaper than another Ray Data execution.
         stats_task = ray.remote(num_cpus=0.25)(_stats)
-        parts = [t for t in ray.get([stats_task.remote(b, ts_col) for b in normalized.to_arrow_refs()]) if t.num_rows]
+        label = cfg.data.labels.column if src.name == cfg.data.labels.source else None
+        refs = [stats_task.remote(b, ts_col, label, cfg.model.task) for b in normalized.to_arrow_refs()]
+        parts = [t for t in ray.get(refs) if t.num_rows]
     except Exception as exc:
         raise _read_error(src, files, exc) from None
     totals = pa.concat_tables(parts) if parts else None
@@ -273,6 +283,13 @@ def _prepare(cfg: ProjectConfig, opened: _Opened) -> tuple[Any, IngestReport]:
         raise DataError(
             f"source {src.name!r}: entity key {key!r} has {nulls[key]:.1%} empty values",
             fix="every row needs its entity key",
+        )
+    if label is not None and (bad := int(pc.sum(totals.column("__bad_labels__")).as_py() or 0)):
+        examples = [e for part in totals.column("__bad_label_examples__").to_pylist() for e in json.loads(part)][:3]
+        raise DataError(
+            f"source {src.name!r}: label column {label!r} in {where} has {bad:,} value(s) that a"
+            f" {cfg.model.task} task cannot learn from, e.g. {examples}",
+            fix=f"{label_rule(cfg.model.task)}: fix the data, or set model.task to the task the labels are for",
         )
     for col, spec in src.columns.items():
         if nulls[col] > spec.max_null_fraction:

@@ -62,13 +62,24 @@ class Preprocessor:
         for i, col in enumerate(self.numeric):
             values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
             missing = ~np.isfinite(values)
-            x_num[:, i] = np.where(missing, 0.0, (values - self.mean[col]) / self.std[col])
+            with np.errstate(over="ignore", invalid="ignore"):  # an overflow is `out_of_range`'s to report
+                x_num[:, i] = np.where(missing, 0.0, (values - self.mean[col]) / self.std[col])
             x_num[:, len(self.numeric) + i] = missing
         x_cat = np.zeros((n, len(self.categorical)), dtype=np.int64)
         for i, col in enumerate(self.categorical):
             index = {v: j + 1 for j, v in enumerate(self.vocab[col])}
             x_cat[:, i] = [index.get(_key(v), 0) for v in frame[col].tolist()]
         return {"x_num": x_num, "x_cat": x_cat}
+
+    def out_of_range(self, frame: pd.DataFrame) -> list[list[str]]:
+        """Per row, the numeric columns whose scaled value overflows float32 (the model's precision)."""
+        bad = np.zeros((len(frame), len(self.numeric)), dtype=bool)
+        with np.errstate(over="ignore", invalid="ignore"):
+            for i, col in enumerate(self.numeric):
+                values = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+                scaled = ((values - self.mean[col]) / self.std[col]).astype(np.float32)
+                bad[:, i] = np.isfinite(values) & ~np.isfinite(scaled)
+        return [[self.numeric[j] for j in np.flatnonzero(row)] for row in bad]
 
     def encode_target(self, values: pd.Series) -> np.ndarray:
         """The label as the model's training target."""

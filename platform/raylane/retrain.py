@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raylane.config import ProjectConfig
+from raylane.labels import invalid_labels, label_rule
 from raylane.lineage import Tag
 
 __all__ = ["RetrainResult", "feedback_labels", "retrain", "write_result"]
@@ -46,6 +47,8 @@ class RetrainResult:
 def feedback_labels(cfg: ProjectConfig) -> int:
     """Append the inference log's labelled predictions to the ingested label table; returns the rows.
 
+    Labels are checked with ingestion's rule (`raylane.labels`); one that breaks it is left out.
+
     Written as one more parquet file in the labels' offline folder, with the folder's own schema
     (the timestamp is the prediction's, the label the feedback's)."""
     from raylane.inference_log import read
@@ -62,6 +65,15 @@ def feedback_labels(cfg: ProjectConfig) -> int:
     except FileNotFoundError:
         return 0
     logged = logged[logged["label"].notna()] if len(logged) else logged
+    bad = invalid_labels(cfg.model.task, logged["label"].tolist())
+    if bad.any():  # the rule ingestion applies; /feedback refuses them, older logs may hold some
+        log.warning(
+            "raylane: %d feedback label(s) break the rule (%s) and are left out, e.g. %s",
+            int(bad.sum()),
+            label_rule(cfg.model.task),
+            logged["label"][bad].head(3).tolist(),
+        )
+        logged = logged[~bad]
     if not len(logged):
         return 0
     schema = pq.read_schema(files[0])

@@ -69,6 +69,9 @@ def _break(cfg: ProjectConfig, source: str, how: str) -> None:
             lines[3] = lines[3].replace("2025", "yesterday", 1)
         elif how == "empty":
             lines = lines[:1]
+        elif how == "bad_label":  # a binary label that is neither 0 nor 1
+            lines[3] = lines[3].rsplit(",", 1)[0] + ",999"
+            lines[4] = lines[4].rsplit(",", 1)[0] + ",-7"
         path.write_text("\n".join(lines) + "\n")
         return
     frame = pd.read_parquet(path)
@@ -92,6 +95,7 @@ def _break(cfg: ProjectConfig, source: str, how: str) -> None:
         ("activity", "empty", ["source 'activity'", "no rows", "fix:"]),
         ("labels", "empty", ["source 'labels'", "fix:"]),
         ("labels", "broken_row", ["source 'labels'", "labels.csv", "Expected 3 columns", "broken row"]),
+        ("labels", "bad_label", ["label column 'churned'", "2 value(s)", "999", "-7", "0 or 1", "fix:"]),
         ("activity", "too_many_nulls", ["'days_since_last_login'", "100.0% null", "max_null_fraction"]),
     ],
 )

@@ -147,21 +147,78 @@ BAD_INPUTS = [
     ),
     ("non-UTF-8", {"content": b'{"customer_id": "\xff\xfe"}'}, 400, "not UTF-8"),
     ("empty body", {"content": b""}, 400, "empty"),
+    ("lone surrogate", {"content": b'{"customer_id": 1010, "plan": "\\ud800"}'}, 400, "not valid JSON"),
+    ("key above int64", {"json": {"customer_id": 2**63}}, 422, "customer_id: 9223372036854775808 is out of range"),
+    ("key below int64", {"json": {"customer_id": -(2**63) - 1}}, 422, "customer_id: -9223372036854775809 is out"),
+    (
+        "key above int64 in a batch",
+        {"json": {"entities": [{"customer_id": 1010}, {"customer_id": 10**30}]}},
+        422,
+        "entities[1].customer_id",
+    ),
+    ("integer feature above int64", {"json": {"customer_id": 1010, "tenure_months": 10**20}}, 422, "tenure_months"),
+    ("integer feature as 1e20", {"content": b'{"customer_id": 1010, "tenure_months": 1e20}'}, 422, "tenure_months"),
+    ("float over float32", {"content": b'{"customer_id": 1010, "monthly_charges": 1e308}'}, 422, "float32"),
+    ("float under float32", {"content": b'{"customer_id": 1010, "monthly_charges": -1e39}'}, 422, "monthly_charges"),
+    ("bool key", {"json": {"customer_id": True}}, 422, "customer_id"),
+    ("null key", {"json": {"customer_id": None}}, 422, "customer_id"),
+    ("array body", {"json": [1010, 1011]}, 422, "Input should be an object"),
+    ("deep nesting", {"content": b'{"customer_id": ' + b"[" * 5000 + b"]" * 5000 + b"}"}, 400, "JSON"),
+    ("GET /predict", {"method": "GET"}, 405, "Method Not Allowed"),
+    ("feedback: label 999", {"path": "/feedback", "label": 999}, 422, "0 or 1"),
+    ("feedback: label -7", {"path": "/feedback", "label": -7}, 422, "label"),
+    ("feedback: label 0.5", {"path": "/feedback", "label": 0.5}, 422, "label"),
+    ("feedback: label as text", {"path": "/feedback", "label": "yes"}, 422, "label"),
+    ("feedback: no label", {"path": "/feedback", "label": None}, 422, "label"),
+    ("feedback: id never issued", {"path": "/feedback", "request_id": "a" * 32}, 404, "not issued by this service"),
+    ("feedback: malformed id", {"path": "/feedback", "request_id": "nope"}, 422, "request_id"),
+    ("feedback: key above int64", {"path": "/feedback", "customer_id": 2**64}, 422, "customer_id"),
+    ("feedback: extra field", {"path": "/feedback", "score": 3}, 422, "score: unknown field"),
 ]
+
+
+def _send_bad(served: Served, case: dict[str, Any], issued: str) -> httpx.Response:
+    kw = dict(case)
+    if kw.get("path") == "/feedback":  # a valid feedback body with one field changed
+        path = kw.pop("path")
+        body = {"request_id": issued, "label": 1, **kw}
+        return served.post(path, json={k: v for k, v in body.items() if v is not None})
+    if kw.pop("method", "POST") == "GET":
+        return httpx.get(served.url + "/predict", headers={"X-API-Key": KEY}, timeout=30)
+    headers = {"content-type": "application/json", **kw.pop("headers", {})} if "content" in kw else {}
+    return served.post(headers=headers, **kw)
 
 
 def test_bad_input_gets_a_4xx_naming_the_problem_and_no_replica_dies(served: Served) -> None:
     before = _replicas()
-    assert len(before) >= 2
+    assert len(before) >= 2 and len(BAD_INPUTS) >= 30
+    issued = served.post(json={"customer_id": served.keys[0]}).json()["request_id"]
     for name, case, status, words in BAD_INPUTS:
-        kw = dict(case)
-        headers = {"content-type": "application/json", **kw.pop("headers", {})} if "content" in kw else {}
-        r = served.post(headers=headers, **kw)
+        r = _send_bad(served, case, issued)
         assert r.status_code == status, (name, r.status_code, r.text[:300])
         assert words in r.json()["detail"], (name, r.json()["detail"][:300])
     # the replicas are the same processes; good input still works
     assert set(before.items()) <= set(_replicas().items())
     assert served.post(json={"customer_id": served.keys[0]}).status_code == 200
+
+
+def test_one_bad_request_never_fails_its_concurrent_neighbours(served: Served) -> None:
+    """5 rounds of 1 bad (an entity key above int64) + 15 valid requests sent at once: the bad one
+    is refused, every valid one is answered."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    bodies: list[dict[str, Any]] = [{"customer_id": 2**63 + 5}] + [{"customer_id": k} for k in served.keys[:15]]
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        for _ in range(5):
+            answers = list(pool.map(lambda b: served.post(json=b), bodies))
+            assert answers[0].status_code == 422, answers[0].text
+            assert [r.status_code for r in answers[1:]] == [200] * 15, [r.text[:200] for r in answers[1:]]
+
+
+def test_healthz_reports_the_inference_log(served: Served) -> None:
+    health = httpx.get(served.url + "/healthz").json()
+    assert health["status"] == "ok" and health["inference_log"]["stuck"] is False
+    assert health["inference_log"]["rows_rejected"] == 0
 
 
 def test_api_key(served: Served) -> None:
@@ -199,6 +256,8 @@ def test_predictions_and_feedback_land_in_the_inference_log(served: Served) -> N
     client.feedback(one["request_id"], 0)
     bad = served.post("/feedback", json={"request_id": "nope", "label": 1})
     assert bad.status_code == 422 and "request_id" in bad.json()["detail"]
+    forged = served.post("/feedback", json={"request_id": many["request_id"][:16] + "0" * 16, "label": 1})
+    assert forged.status_code == 404, forged.text
     deadline = time.monotonic() + 20
     log = read_log(cfg)
     while time.monotonic() < deadline:
@@ -416,8 +475,10 @@ def test_cli_status_predict_and_shutdown(served: Served, capsys: pytest.CaptureF
         assert main(["serve", "predict", config, "-e", str(served.keys[0]), "-e", str(served.keys[1]), *sets]) == 0
         out = capsys.readouterr().out
         assert f"churn version {version}" in out and str(served.keys[1]) in out
+        accepted = {served.post(json={"customer_id": k}).json()["request_id"] for k in served.keys[:20]}
         assert main(["serve", "shutdown", config, *sets]) == 0
         assert "deleted the churn application" in capsys.readouterr().out
     assert read_record(cfg) is None
+    assert accepted <= set(read_log(cfg)["request_id"])  # every accepted row written, none lost at shutdown
     with pytest.raises(httpx.TransportError):
         httpx.get(served.url + "/healthz", timeout=5)

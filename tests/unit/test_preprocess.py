@@ -88,3 +88,12 @@ def test_the_state_round_trips_as_json() -> None:
     again = Preprocessor.from_json(pre.to_json())
     assert again == pre
     np.testing.assert_array_equal(again.transform(_frame())["x_num"], pre.transform(_frame())["x_num"])
+
+
+def test_values_that_overflow_the_models_float32_are_named() -> None:
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "c": ["a", "b", "a", "b"], "y": [0, 1, 0, 1]})
+    pre = fit_frame(frame, dtypes={"x": "float64", "c": "string"}, label="y", task="binary", max_categories=10)
+    pre.std["x"] = 1e-3  # a small spread: a finite value scales past float32
+    probe = pd.DataFrame({"x": [2.0, 3e38, None, 1e308], "c": ["a"] * 4})
+    assert pre.out_of_range(probe) == [[], ["x"], [], ["x"]]
+    assert not np.isfinite(pre.transform(probe)["x_num"][1, 0])  # what out_of_range warns about

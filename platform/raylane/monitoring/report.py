@@ -13,23 +13,36 @@ import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["render_html", "write_whylogs_html"]
+__all__ = ["render_html", "script_safe_json", "write_whylogs_html"]
 
 
 def write_whylogs_html(window: Any, reference: Any | None, path: Path) -> Path | None:
     """whylogs' interactive drift summary (the window against the reference) as an HTML page.
-    It loads jQuery and fonts from public CDNs, so it needs a browser with internet access."""
+    It loads jQuery and fonts from public CDNs, so it needs a browser with internet access.
+
+    The page is whylogs' own template, filled with whylogs' own summaries, but the JSON that lands
+    inside its ``<script>`` blocks is made script-safe first: values come from live traffic, and a
+    string feature holding ``</script><script>…`` must stay a string (whylogs' notebook page
+    pastes the JSON in raw)."""
     if reference is None:
         return None
-    from whylogs.viz import NotebookProfileVisualizer
+    from whylogs.viz.enums.enums import PageSpecEnum
+    from whylogs.viz.utils.html_template_utils import _get_compiled_template
+    from whylogs.viz.utils.profile_viz_calculations import generate_summaries_with_drift_score
 
-    viz = NotebookProfileVisualizer()
-    viz.set_profiles(target_profile_view=window, reference_profile_view=reference)
-    data = viz.summary_drift_report().data
-    # whylogs wraps its page in a notebook <iframe srcdoc="…">; the file is the page itself
-    inner = re.search(r'srcdoc="([^"]*)"', data)
-    path.write_text(html.unescape(inner.group(1)) if inner else data, encoding="utf-8")
+    summaries = generate_summaries_with_drift_score(window, reference, config=None, drift_map=None)
+    template = _get_compiled_template(PageSpecEnum.SUMMARY_REPORT.value.html)
+    path.write_text(template({k: script_safe_json(v) for k, v in summaries.items()}), encoding="utf-8")
     return path
+
+
+_SCRIPT_UNSAFE = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def script_safe_json(text: str) -> str:
+    """JSON text that can sit inside an HTML ``<script>``: ``<``, ``>``, ``&`` and the JS line
+    separators only occur inside JSON strings, where their ``\\uXXXX`` escapes mean the same."""
+    return re.sub("[<>&\u2028\u2029]", lambda m: _SCRIPT_UNSAFE[m.group(0)], text)
 
 
 _STYLE = """body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}

@@ -2,8 +2,14 @@
 
 Errors are JSON ``{"detail": "<message>", "errors": [{"field": ..., "problem": ...}]}``, with the
 status saying what kind: 400 unreadable body (not UTF-8, not JSON), 401/403 API key, 404 unknown
-entity (``serve.unknown_entity: reject``), 413 body over ``serve.max_body_bytes``, 415 not JSON,
-422 a field's value, 504 over ``serve.request_timeout_s``.
+entity (``serve.unknown_entity: reject``) or a ``/feedback`` request id the service never issued,
+413 body over ``serve.max_body_bytes``, 415 not JSON, 422 a field's value (a label the task does
+not allow included), 500 an entity the model could not score, 504 over ``serve.request_timeout_s``.
+
+Labels: ``/feedback`` takes a label only for a request id this service issued (ids carry an HMAC,
+`raylane.serving.ids`), and only one the task allows (`raylane.labels`; for multiclass, one of the
+serving model's classes). Sending another label for the same request id (and entity) replaces it:
+the latest one received is the one monitoring and retraining use.
 
 This module knows the replica only through the `Replica` protocol (what the routes call); the
 replica (`raylane.serving.app.Predictor`) builds its app with `build_api(self)`.
@@ -14,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import uuid
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -30,6 +35,7 @@ from raylane.serving.schemas import field_path
 if TYPE_CHECKING:
     from raylane.bundle import ModelBundle
     from raylane.config import ProjectConfig
+    from raylane.serving.ids import RequestIds
     from raylane.serving.schemas import Schemas
 
 __all__ = ["ApiError", "ApiKeyCheck", "Replica", "Score", "ServedModel", "build_api"]
@@ -143,7 +149,10 @@ class Replica(Protocol[M, S]):
     def model(self) -> M: ...  # the version current now
     @property
     def log_rows_pending(self) -> int: ...
+    @property
+    def request_ids(self) -> RequestIds: ...
 
+    def log_health(self) -> dict[str, Any]: ...
     async def score(self, rows: list[Any]) -> tuple[M, list[S]]: ...
     def log_predictions(self, request_id: str, model: M, rows: list[Any], scored: list[S]) -> None: ...
     def log_feedback(self, item: Any) -> None: ...
@@ -172,10 +181,18 @@ def _invalid(exc: ValidationError, known_fields: list[str]) -> ApiError:
             msg = "required"
         elif e["type"] == "too_long":
             msg += " (serve.max_entities_per_request)"
+        elif e["type"] in ("less_than_equal", "greater_than_equal"):
+            msg = _out_of_range(e["input"])
         problems.append({"field": where, "problem": msg})
     listed = "; ".join(f"{p['field']}: {p['problem']}" for p in problems[:_MAX_LISTED])
     more = f" (and {len(problems) - _MAX_LISTED} more)" if len(problems) > _MAX_LISTED else ""
     return ApiError(422, f"invalid request: {listed}{more}", errors=problems)
+
+
+def _out_of_range(value: Any) -> str:
+    if isinstance(value, int):
+        return f"{value} is out of range: integers are int64, from {-(2**63)} to {2**63 - 1}"
+    return f"{value!r} is out of range: numbers are within ±3.4e38 (float32, what the model computes in)"
 
 
 async def _read_json_body(request: Request, limit: int) -> bytes:
@@ -250,13 +267,31 @@ async def _predict(p: Replica[M, S], request: Request) -> dict[str, Any]:
     unknown = [getattr(r, p.key) for r, sc in zip(rows, scored, strict=True) if not sc.known]
     if unknown and s.unknown_entity == "reject":
         raise _reject_unknown(p.key, unknown)
-    request_id = uuid.uuid4().hex
+    request_id = p.request_ids.new()
     p.log_predictions(request_id, model, rows, scored)
     return {
         "request_id": request_id,
         "model": {"name": model.name, "version": model.version, "alias": s.model_alias},
         "predictions": _predictions(p.key, model, rows, scored),
     }
+
+
+def _check_feedback(p: Replica[M, S], item: Any) -> None:
+    """404 for a request id the service never issued; 422 for a class the model does not know."""
+    if not p.request_ids.issued(item.request_id):
+        raise ApiError(
+            404,
+            f"request_id {item.request_id} was not issued by this service; send the `request_id` of a /predict answer",
+            errors=[{"field": "request_id", "problem": "not issued by this service"}],
+        )
+    if p.cfg.model.task == "multiclass":
+        classes = [str(c) for c in p.model.bundle.pre.classes]
+        if str(item.label) not in classes:
+            raise ApiError(
+                422,
+                f"invalid request: label: {item.label!r} is not one of the model's classes {classes}",
+                errors=[{"field": "label", "problem": f"not one of {classes}"}],
+            )
 
 
 def _lineage(tags: Mapping[str, str]) -> dict[str, str]:
@@ -352,17 +387,20 @@ def build_api(p: Replica[M, S]) -> FastAPI:
     )
     async def feedback(request: Request) -> JSONResponse:
         item = await _parse(p, request, feedback_model.model_validate_json, list(feedback_model.model_fields))
+        _check_feedback(p, item)
         p.log_feedback(item)
         return JSONResponse({"request_id": item.request_id, "accepted": True}, status_code=202)
 
-    @api.get("/healthz", summary="Liveness and the model this replica serves")
+    @api.get("/healthz", summary="Liveness, the model this replica serves, and its inference log's state")
     async def healthz() -> dict[str, Any]:
+        logs = p.log_health()
         return {
-            "status": "ok",
+            "status": "degraded" if logs["stuck"] else "ok",
             "replica": p.replica,
             "model": {"name": p.model.name, "version": p.model.version},
             "served": p.served,
             "log_rows_pending": p.log_rows_pending,
+            "inference_log": logs,
         }
 
     @api.get("/metadata", summary="The model, its lineage and the features it reads")

@@ -13,8 +13,13 @@ or answered by two versions. A version that cannot be loaded (missing features, 
 is logged and the replica keeps serving the one it has.
 
 Every answer to bad input is a 4xx whose message names the field and the fix; nothing a client
-sends makes the replica raise. The HTTP side (routes, API key, body checks, error answers) is
-`raylane.serving.api`, which this module builds its FastAPI ingress with.
+sends makes the replica raise. Scoring is isolated per entity: when a batch of concurrent requests
+fails, each entity is scored alone, so one entity's failure answers only its own request (a 5xx of
+its own, counted in ``raylane_scoring_failures_total``), never its neighbours'. A prediction that is
+not finite is never returned or logged: 422 naming the fields out of the model's range.
+
+The HTTP side (routes, API key, body checks, error answers) is `raylane.serving.api`, which this
+module builds its FastAPI ingress with.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import contextlib
 import hashlib
 import logging
 import uuid
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,12 +37,13 @@ from typing import TYPE_CHECKING, Any
 
 from ray import serve
 
-from raylane.serving.api import ApiKeyCheck, build_api
+from raylane.serving.api import ApiError, ApiKeyCheck, build_api
+from raylane.serving.ids import RequestIds
 
 if TYPE_CHECKING:
     from raylane.bundle import ModelBundle
 
-__all__ = ["LoadedModel", "Predictor", "Scored"]
+__all__ = ["Failed", "LoadedModel", "Predictor", "Scored", "isolated"]
 
 log = logging.getLogger("ray.serve")
 
@@ -64,13 +71,26 @@ class Scored:
     class_index: int | None = None  # multiclass: the predicted class's index (the monitor profiles it)
 
 
+@dataclass(frozen=True)
+class Failed:
+    """An entity the model could not score; its request is answered with ``status``."""
+
+    status: int
+    problem: str
+    fields: tuple[str, ...] = ()
+    reason: str = "model_error"  # the failures metric's tag: ``out_of_range`` or ``model_error``
+
+
 @serve.deployment
 @serve.ingress()
 class Predictor:
     """One replica of a project's prediction service."""
 
-    async def __init__(self, config: dict[str, Any], api_key_sha256: str | None) -> None:  # type: ignore[misc]
+    async def __init__(  # type: ignore[misc]
+        self, config: dict[str, Any], api_key_sha256: str | None, request_id_secret: str
+    ) -> None:
         import torch
+        from ray.serve.metrics import Counter
 
         from raylane.config import ProjectConfig
         from raylane.features import FeatureRepo
@@ -88,6 +108,10 @@ class Predictor:
         self.online = FeatureRepo(cfg).online()
         self.registry = Registry(cfg)
         self.auth = ApiKeyCheck(api_key_sha256)
+        self.request_ids = RequestIds(request_id_secret)
+        self.failures = Counter(
+            "raylane_scoring_failures_total", "Entities the model could not score, by reason.", tag_keys=("reason",)
+        )
         # Scoring (Feast's connection included) runs on the event loop; MLflow and log writes on
         # one I/O thread.
         self._io_pool = ThreadPoolExecutor(1, thread_name_prefix="raylane-io")
@@ -95,10 +119,8 @@ class Predictor:
         self.model = self._load(self.registry.version(f"@{cfg.serve.model_alias}"))
         writer_id = hashlib.sha1(f"{self.replica}{uuid.uuid4()}".encode()).hexdigest()[:10]
         rows = cfg.serve.inference_log.flush_rows
-        self.predictions = LogWriter(
-            log_dir(cfg) / "predictions", prediction_schema(cfg), flush_rows=rows, writer_id=writer_id
-        )
-        self.feedback = LogWriter(log_dir(cfg) / "feedback", feedback_schema(cfg), flush_rows=rows, writer_id=writer_id)
+        self.predictions = LogWriter(log_dir(cfg), "predictions", prediction_schema(cfg), rows, writer_id)
+        self.feedback = LogWriter(log_dir(cfg), "feedback", feedback_schema(cfg), rows, writer_id)
         self.profiles = ProfileSink(cfg, writer_id) if cfg.monitor.enabled else None
         self._flush_due = asyncio.Event()
         every = [cfg.serve.inference_log.flush_seconds, *([cfg.monitor.flush_seconds] if self.profiles else [])]
@@ -155,32 +177,47 @@ class Predictor:
     # ----- scoring
 
     async def score(self, rows: list[Any]) -> tuple[LoadedModel, list[Scored]]:
-        """Score validated entities with the model current at the call."""
+        """Score validated entities with the model current at the call.
+
+        Raises:
+            ApiError: an entity could not be scored (422 out of the model's range, 500 otherwise).
+        """
         model = self.model
         if self.serve_cfg.batching.enabled:
-            scored = await asyncio.gather(*(self._infer((model, row)) for row in rows))
+            results = list(await asyncio.gather(*(self._infer((model, row)) for row in rows)))
         else:
-            scored = self._score(model, rows)
+            results = self._score_isolated(model, rows)
+        failed = [(i, r) for i, r in enumerate(results) if isinstance(r, Failed)]
+        if failed:
+            raise _failure(failed, many=len(rows) > 1)
         self.served += len(rows)
-        return model, list(scored)
+        return model, [r for r in results if isinstance(r, Scored)]
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
-    async def _infer(self, items: list[tuple[LoadedModel, Any]]) -> list[Scored]:
+    async def _infer(self, items: list[tuple[LoadedModel, Any]]) -> list[Scored | Failed]:
         # Scored on the replica's event loop, not in a thread: a batch takes a few milliseconds,
         # requests that arrive meanwhile queue up and form the next batch, and no thread hand-off
         # (which costs a GIL switch interval on a busy machine) is added to each request.
-        out: list[Scored | None] = [None] * len(items)
+        out: list[Scored | Failed | None] = [None] * len(items)
         groups: dict[str, list[int]] = {}
         for i, (m, _) in enumerate(items):
             groups.setdefault(m.version, []).append(i)
         for indices in groups.values():  # one group, unless the model swapped mid-batch
             model = items[indices[0]][0]
-            for i, s in zip(indices, self._score(model, [items[i][1] for i in indices]), strict=True):
+            for i, s in zip(indices, self._score_isolated(model, [items[i][1] for i in indices]), strict=True):
                 out[i] = s
         return [s for s in out if s is not None]
 
-    def _score(self, model: LoadedModel, rows: list[Any]) -> list[Scored]:
+    def _score_isolated(self, model: LoadedModel, rows: list[Any]) -> list[Scored | Failed]:
+        results = isolated(lambda part: self._score(model, part), rows)
+        for r in results:
+            if isinstance(r, Failed):
+                self.failures.inc(1, {"reason": r.reason})
+        return results
+
+    def _score(self, model: LoadedModel, rows: list[Any]) -> list[Scored | Failed]:
         """One online lookup for the rows' entities, request-time values on top, then the model."""
+        import numpy as np
         import pandas as pd
 
         keys = [getattr(r, self.key) for r in rows]
@@ -195,14 +232,18 @@ class Predictor:
         records = [{f: columns[f][i] for f in names} for i in range(len(rows))]
         frame = pd.DataFrame(columns, dtype=object)
         pred = model.bundle.predict(frame)
+        finite = np.isfinite(pred.reshape(len(rows), -1)).all(axis=1)
         pre = model.bundle.pre
-        if pre.task != "multiclass":
-            return [Scored(float(pred[i]), None, records[i], known[i]) for i in range(len(rows))]
-        out = []
+        out: list[Scored | Failed] = []
         for i in range(len(rows)):
-            probs = [float(p) for p in pred[i]]
-            best = max(range(len(probs)), key=probs.__getitem__)
-            out.append(Scored(str(pre.classes[best]), probs, records[i], known[i], class_index=best))
+            if not finite[i]:
+                out.append(_non_finite(pre.out_of_range(frame.iloc[[i]])[0], given[i], self.schemas.feature_dtypes))
+            elif pre.task != "multiclass":
+                out.append(Scored(float(pred[i]), None, records[i], known[i]))
+            else:
+                probs = [float(p) for p in pred[i]]
+                best = max(range(len(probs)), key=probs.__getitem__)
+                out.append(Scored(str(pre.classes[best]), probs, records[i], known[i], class_index=best))
         return out
 
     # ----- the inference log
@@ -211,6 +252,18 @@ class Predictor:
     def log_rows_pending(self) -> int:
         """Rows buffered for the inference log, not yet written."""
         return self.predictions.pending + self.feedback.pending
+
+    def log_health(self) -> dict[str, Any]:
+        """The log writers' state for /healthz: rows pending, written and quarantined, and the
+        error of a writer whose last flush failed (``stuck``)."""
+        writers = {"predictions": self.predictions, "feedback": self.feedback}
+        errors = {k: w.error for k, w in writers.items() if w.error}
+        return {
+            "stuck": bool(errors),
+            **({"errors": errors} if errors else {}),
+            "rows_written": sum(w.written for w in writers.values()),
+            "rows_rejected": sum(w.rejected for w in writers.values()),
+        }
 
     def log_predictions(self, request_id: str, model: LoadedModel, rows: list[Any], scored: list[Scored]) -> None:
         if self.profiles is not None:  # the monitor's profile: features and a numeric prediction
@@ -251,10 +304,22 @@ class Predictor:
             self._flush_due.set()
 
     def flush(self, *, force: bool = False) -> int:
-        """Write the inference log's buffers and send the monitor's profile when due (or ``force``)."""
-        written = self.predictions.flush() + self.feedback.flush()
+        """Write the inference log's buffers and send the monitor's profile when due (or ``force``).
+
+        Each of the three is tried even when another fails (the first failure is raised after)."""
+        written, failure = 0, None
+        for writer in (self.predictions, self.feedback):
+            try:
+                written += writer.flush()
+            except Exception as exc:
+                failure = failure or exc
         if self.profiles is not None:
-            self.profiles.flush(force=force)
+            try:
+                self.profiles.flush(force=force)
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
         return written
 
     async def _flush_loop(self) -> None:
@@ -283,6 +348,45 @@ class Predictor:
         if hasattr(self, "predictions"):
             written = self.flush(force=True)  # graceful shutdown: nothing buffered is lost
             log.info("raylane: wrote %d buffered log rows at shutdown", written)
+
+
+def isolated(score: Callable[[list[Any]], list[Scored | Failed]], rows: list[Any]) -> list[Scored | Failed]:
+    """``score(rows)``; when it raises, each row alone, so a failure is its own row's and no other's."""
+    try:
+        return score(rows)
+    except Exception as exc:
+        if len(rows) > 1:
+            return [r for row in rows for r in isolated(score, [row])]
+        log.exception("raylane: the model could not score an entity")
+        return [Failed(500, f"the model could not score this entity ({type(exc).__name__})")]
+
+
+def _non_finite(overflowed: list[str], given: dict[str, Any], dtypes: Mapping[str, str]) -> Failed:
+    """Why a prediction was not finite: the fields out of the model's range, or the model itself."""
+    fields = overflowed or [f for f, v in given.items() if dtypes.get(f) in ("int64", "float64") and v is not None]
+    if not fields:
+        return Failed(500, "the model's output is not finite for this entity's stored features")
+    return Failed(
+        422,
+        "the model's output is not finite for these values: they are far outside the range it was trained on",
+        tuple(fields),
+        reason="out_of_range",
+    )
+
+
+def _failure(failed: list[tuple[int, Failed]], *, many: bool) -> ApiError:
+    """The answer to a request with entities that could not be scored: 422 if each was its input's
+    fault, the first 5xx otherwise."""
+    errors = []
+    for i, f in failed:
+        where = f"entities[{i}]." if many else ""
+        errors += [{"field": f"{where}{name}", "problem": f.problem} for name in f.fields] or [
+            {"field": f"entities[{i}]" if many else "(body)", "problem": f.problem}
+        ]
+    status = 422 if all(f.status == 422 for _, f in failed) else next(f.status for _, f in failed if f.status != 422)
+    listed = "; ".join(f"{e['field']}: {e['problem']}" for e in errors[:10])
+    head = "invalid request" if status == 422 else "the model failed"
+    return ApiError(status, f"{head}: {listed}", errors=errors)
 
 
 def _in_serve() -> bool:

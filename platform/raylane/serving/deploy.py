@@ -12,7 +12,8 @@ that holds an embedded Ray up, if any). `status` answers a `ServeStatus`. The HT
 service's URL and the API key are in `raylane.serving.client`.
 
 Security: the API key is never sent to Ray. The replicas receive its SHA-256 digest and compare
-digests in constant time.
+digests in constant time. They also receive the project's request-id secret
+(`raylane.serving.ids`), so ``/feedback`` takes labels only for request ids the service issued.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any, cast
 from raylane.config import ProjectConfig
 from raylane.errors import ServeError
 from raylane.serving.client import Client, api_key, url
+from raylane.serving.ids import service_secret
 
 __all__ = [
     "AppState",
@@ -128,7 +130,7 @@ def build(cfg: ProjectConfig) -> Any:
     options["backpressure_config"] = BackpressureConfig(**options["backpressure_config"])
     deployment = cast(Any, Predictor).options(**options)
     digest = hashlib.sha256(key.encode()).hexdigest() if key else None
-    return deployment.bind(cfg.model_dump(mode="json"), digest)
+    return deployment.bind(cfg.model_dump(mode="json"), digest, service_secret(cfg.storage_root))
 
 
 def app(args: dict[str, str]) -> Any:

@@ -2,8 +2,10 @@
 
 An entity is its join key plus, optionally, any served feature given at request time (it then
 overrides the online store's value). Types are strict: ``"1"`` is not an integer, ``1.5`` is not
-an integer, ``NaN`` and ``Infinity`` are not numbers; unknown fields are refused. ``/predict``
-takes one entity, or ``{"entities": [...]}`` with 1 to ``serve.max_entities_per_request``.
+an integer, ``NaN`` and ``Infinity`` are not numbers; unknown fields are refused. Integers are
+int64 (what Feast, Arrow and the inference log store), floats are within float32's range (what the
+model computes in). ``/predict`` takes one entity, or ``{"entities": [...]}`` with 1 to
+``serve.max_entities_per_request``. A ``/feedback`` label is one the task allows (`raylane.labels`).
 """
 
 from __future__ import annotations
@@ -11,21 +13,40 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, create_model
 
 from raylane.config import ColumnType, ProjectConfig
+from raylane.labels import REGRESSION_MAX, invalid_labels, label_rule
 
 __all__ = ["Schemas", "field_path"]
 
-_PY: dict[str, Any] = {"int64": int, "float64": float, "string": str, "bool": bool, "timestamp": datetime}
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+FLOAT32_MAX = 3.4028234663852886e38
+_PY: dict[str, Any] = {
+    "int64": Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)],
+    "float64": Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)],
+    "string": str,
+    "bool": bool,
+    "timestamp": datetime,
+}
 _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 def _label_type(cfg: ProjectConfig) -> Any:
-    if cfg.model.task == "regression":
-        return float
+    task = cfg.model.task
+    if task == "regression":
+        return Annotated[float, Field(ge=-REGRESSION_MAX, le=REGRESSION_MAX)]
     source = cfg.data.source(cfg.data.labels.source)
-    return _PY[source.columns[cfg.data.labels.column].dtype]
+    base = _PY[source.columns[cfg.data.labels.column].dtype]
+    if task == "binary":
+        return Annotated[base, AfterValidator(_binary_label)]
+    return base  # multiclass: one of the serving model's classes, checked by the route
+
+
+def _binary_label(value: Any) -> Any:
+    if invalid_labels("binary", [value])[0]:
+        raise ValueError(f"{value!r} is not a label of a binary task; {label_rule('binary')}")
+    return value
 
 
 class Schemas:
