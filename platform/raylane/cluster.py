@@ -176,6 +176,7 @@ def up(
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # an embedded Ray's loopback switch: `ray start` refuses it
     ray_bin = _ray_binary()
     cluster = LocalCluster(
         name=name,

@@ -84,6 +84,21 @@ def _check_name(name: str) -> None:
         )
 
 
+def _check_pip(cfg: ProjectConfig, pip: list[str]) -> None:
+    """Every requirement must be one the project pinned in ``backends.ray.job_pip``."""
+    from raylane.config.backends import pinned
+
+    allowed = {pinned(r) for r in cfg.backends.ray.job_pip}
+    for req in pip:
+        if pinned(req) is None or pinned(req) not in allowed:
+            listed = ", ".join(cfg.backends.ray.job_pip) or "none"
+            raise UserError(
+                f"--pip {req!r} is not one of the project's pinned job requirements (backends.ray.job_pip: {listed})",
+                fix="add it, pinned as name==version, to backends.ray.job_pip in the config (a job's packages"
+                " run as code on the cluster)",
+            )
+
+
 def entrypoint(name: str, config: Path, overrides: list[str] | None = None, extra: list[str] | None = None) -> str:
     """The shell command of an allow-listed job: its script (or ``python -m raylane``) and arguments.
 
@@ -175,9 +190,14 @@ def submit_project_job(
 
     Args:
         extra: Arguments for the job's script after the config (each quoted; the script parses them).
-        pip: Requirements the cluster installs for this job (Ray's ``runtime_env``), e.g. pinned versions.
+        pip: Requirements the cluster installs for this job (Ray's ``runtime_env``): each one of
+            ``backends.ray.job_pip`` (pinned there).
+
+    Raises:
+        UserError: ``name`` is not allow-listed, or a requirement is not in ``backends.ray.job_pip``.
     """
     _check_name(name)
+    _check_pip(cfg, pip or [])
     url, job_client = project_client(cfg, address)
     with tempfile.TemporaryDirectory(prefix="raylane-job-") as stage:
         folder = _jobs_dir()

@@ -3,7 +3,8 @@
 ``backends.ray.address`` picks how:
 
 - ``local`` (default) starts an embedded Ray for this process, sized to the machine, with token
-  authentication on and the dashboard bound to 127.0.0.1. `shutdown` stops exactly what it started.
+  authentication on and every listener (GCS, raylet, agents, dashboard, metrics) bound to
+  127.0.0.1. `shutdown` stops exactly what it started.
 - ``auto``, ``host:port`` or ``ray://host:10001`` join an existing cluster, carrying the token.
 - ``http://host:8265`` names a cluster's job API: drivers do not connect there, they are submitted
   as Ray jobs (``raylane job submit``), where Ray sets ``RAY_ADDRESS`` and this module joins it.
@@ -147,6 +148,7 @@ def init(cfg: RayBackend | None = None, *, verbose: bool = False) -> RuntimeInfo
     }
     try:
         if address == "local" and not in_job:
+            _loopback_only(True)
             ray.init(
                 # "local", not None: None would join whatever /tmp/ray/ray_current_cluster names
                 # (the last `ray start` on this machine, e.g. a `raylane cluster up`)
@@ -168,13 +170,40 @@ def init(cfg: RayBackend | None = None, *, verbose: bool = False) -> RuntimeInfo
             ray.init(address=None if in_job else address, **common)
     except ClusterError:
         raise
-    except (ConnectionError, RuntimeError, ValueError) as exc:
+    except Exception as exc:  # Ray raises bare Exceptions too ("Timed out waiting for file …")
+        _loopback_only(False)
         raise ClusterError(
             f"cannot {'start' if address == 'local' else 'join'} Ray at {address!r}: {exc}",
             fix="check backends.ray.address, that the cluster is up, and that this machine has its token",
         ) from exc
     _quiet_ray(verbose)
     return _info(started_here=_started_here)
+
+
+# Ray on Linux rewrites a node IP of 127.0.0.1 to the host's address, and then binds GCS, raylet,
+# agents and Prometheus endpoints to it or to every interface. Its switch for desktop machines
+# (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``: no multi-node cluster) keeps the node on loopback, so
+# every listener of an embedded Ray is on 127.0.0.1. It is read at ``import ray``; the module
+# constant is set too, for a process that imported Ray already, and both are restored at shutdown
+# (a later join of a real cluster needs the host's address).
+_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_saved: list[tuple[str | None, bool]] = []  # the variable and Ray's constant before `_loopback_only(True)`
+
+
+def _loopback_only(on: bool) -> None:
+    from ray._private import ray_constants
+
+    if on and not _saved:
+        _saved.append((os.environ.get(_LOOPBACK_ENV), ray_constants.ENABLE_RAY_CLUSTER))
+        os.environ[_LOOPBACK_ENV] = "0"
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    elif not on and _saved:
+        old, constant = _saved.pop()
+        if old is None:
+            os.environ.pop(_LOOPBACK_ENV, None)
+        else:
+            os.environ[_LOOPBACK_ENV] = old
+        ray_constants.ENABLE_RAY_CLUSTER = constant
 
 
 def _info(*, started_here: bool) -> RuntimeInfo:
@@ -198,6 +227,7 @@ def shutdown() -> None:
     if ray.is_initialized():
         ray.shutdown()
     _started_here = False
+    _loopback_only(False)
 
 
 @contextmanager

@@ -9,6 +9,7 @@ Job authors can use these in their own tests.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -21,7 +22,14 @@ from typing import Any
 
 from raylane.config import ProjectConfig, load_config
 
-__all__ = ["RedisServer", "example_config_path", "example_project", "free_port", "ray_processes"]
+__all__ = [
+    "RedisServer",
+    "example_config_path",
+    "example_project",
+    "free_port",
+    "listening_sockets",
+    "ray_processes",
+]
 
 # Processes a Ray node runs; matched against the executable name and the command line.
 _RAY_PROCESS_NAMES = (
@@ -152,3 +160,20 @@ def ray_processes() -> dict[int, str]:
         if name.startswith("ray::") or any(n in name or f"/{n}" in cmd for n in _RAY_PROCESS_NAMES):
             found[proc.info["pid"]] = cmd[:200] or name
     return found
+
+
+def listening_sockets(root: int | None = None) -> list[tuple[str, int, str]]:
+    """The TCP sockets that ``root`` (this process by default) and its descendants listen on:
+    ``(address, port, process name)``; IPv4-mapped IPv6 addresses are given as IPv4."""
+    import psutil
+
+    top = psutil.Process(root)
+    names = {top.pid: top.name()}
+    for child in top.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            names[child.pid] = child.name()
+    found = []
+    for c in psutil.net_connections("inet"):
+        if c.status == psutil.CONN_LISTEN and c.pid in names:
+            found.append((c.laddr.ip.removeprefix("::ffff:"), c.laddr.port, names[c.pid]))
+    return sorted(found)

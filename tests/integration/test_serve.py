@@ -25,7 +25,7 @@ from raylane.ingest import ingest
 from raylane.registry import Registry
 from raylane.serving import Client, deploy, read_record, undeploy
 from raylane.serving.load import run_load
-from raylane.testing import example_config_path, example_project, free_port
+from raylane.testing import example_config_path, example_project, free_port, listening_sockets
 from raylane.training import train
 
 KEY = "test-key-0123456789"
@@ -213,6 +213,17 @@ def test_one_bad_request_never_fails_its_concurrent_neighbours(served: Served) -
             answers = list(pool.map(lambda b: served.post(json=b), bodies))
             assert answers[0].status_code == 422, answers[0].text
             assert [r.status_code for r in answers[1:]] == [200] * 15, [r.text[:200] for r in answers[1:]]
+
+
+def test_every_listening_socket_of_the_stack_is_on_loopback(served: Served) -> None:
+    """Embedded Ray (GCS, raylet, agents, dashboard, metrics), Serve's proxy, the replicas and the
+    monitor: what docs/security.md promises, observed. A new non-loopback listener fails here."""
+    httpx.get(served.url + "/healthz")  # everything is up and has answered
+    sockets = listening_sockets()
+    assert len(sockets) >= 8, sockets  # GCS, raylets, agents, dashboard, the proxy, ...
+    exposed = [s for s in sockets if s[0] not in ("127.0.0.1", "::1")]
+    assert not exposed, exposed
+    assert any(port == served.cfg.serve.port for _, port, _ in sockets)
 
 
 def test_healthz_reports_the_inference_log(served: Served) -> None:

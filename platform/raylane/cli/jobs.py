@@ -78,7 +78,12 @@ def job_submit(
     ] = False,
     pip: Annotated[
         list[str] | None,
-        typer.Option("--pip", help="A requirement the cluster installs for this job (repeatable).", show_default=False),
+        typer.Option(
+            "--pip",
+            help="A requirement the cluster installs for this job (repeatable); only those pinned in"
+            " backends.ray.job_pip.",
+            show_default=False,
+        ),
     ] = None,
     job_id: Annotated[str | None, typer.Option("--job-id", help="The submission id; Ray's when omitted.")] = None,
 ) -> None:

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import (
     Field,
+    field_validator,
     model_validator,
 )
 
@@ -29,6 +30,35 @@ class RayBackend(StrictModel):
     auth_token_file: ProjectPath | None = Field(
         None, description="Token file; `RAY_AUTH_TOKEN_PATH` or `~/.ray/auth_token` when omitted."
     )
+    job_pip: list[str] = Field(
+        default_factory=list,
+        description="The only requirements `raylane job submit --pip` may install, each pinned"
+        " (`name==version`); a job's packages run as code on the cluster.",
+    )
+
+    @field_validator("job_pip")
+    @classmethod
+    def _pinned(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if pinned(item) is None:
+                raise ValueError(f"{item!r} is not pinned; write it as name==version, e.g. 'rich==13.9.4'")
+        return value
+
+
+def pinned(requirement: str) -> str | None:
+    """``name==version`` normalised, for a requirement pinned to one version; None otherwise."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    try:
+        req = Requirement(requirement)
+    except InvalidRequirement:
+        return None
+    specs = list(req.specifier)
+    if req.url or req.marker or len(specs) != 1 or specs[0].operator not in ("==", "===") or "*" in specs[0].version:
+        return None
+    extras = f"[{','.join(sorted(req.extras))}]" if req.extras else ""
+    return f"{canonicalize_name(req.name)}{extras}=={specs[0].version}"
 
 
 class MlflowBackend(StrictModel):
