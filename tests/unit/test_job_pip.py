@@ -20,7 +20,7 @@ def _cfg(tmp_path: Path, *pins: str):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("req", ["rich", "rich>=13", "rich==13.*", "rich @ https://evil.example/rich.whl", "not a req"])
 def test_a_pin_must_be_one_version(tmp_path: Path, req: str) -> None:
-    with pytest.raises(ConfigError, match="backends.ray.job_pip"):
+    with pytest.raises(ConfigError, match=r"backends\.ray\.job_pip"):
         _cfg(tmp_path, f'"{req}"')
 
 
