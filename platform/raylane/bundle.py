@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from raylane.config import ModelConfig
-from raylane.model import TabularMLP, build_model, predict_output
+from raylane.model import TabularMLP, build_model, output_dim, parameter_count, predict_output
 from raylane.preprocess import Preprocessor
 
 __all__ = ["ModelBundle"]
@@ -53,9 +53,23 @@ class ModelBundle:
 
     @classmethod
     def load(cls, folder: Path) -> ModelBundle:
+        """Load a saved bundle. The spec is checked against the weights before any tensor is made:
+        a spec that declares more parameters than ``model.pt`` holds is refused.
+
+        Raises:
+            ValueError: the spec does not match the weights (a damaged or hostile artifact).
+        """
         spec = json.loads((folder / "spec.json").read_text())
         pre = Preprocessor.from_json((folder / "preprocessing.json").read_text())
-        bundle = cls.create(ModelConfig.model_validate(spec["model"]), pre, spec["features"])
+        model_cfg = ModelConfig.model_validate(spec["model"])
+        declared = parameter_count(model_cfg, pre.num_width, pre.cardinalities, output_dim(model_cfg.task, pre.classes))
+        held = (folder / "model.pt").stat().st_size
+        if declared * 4 > held + (1 << 20):  # float32 weights; 1 MiB for the file's own structure
+            raise ValueError(
+                f"{folder}: spec.json and preprocessing.json declare {declared:,} parameters,"
+                f" but model.pt has only {held:,} bytes; the artifact is damaged or not raylane's"
+            )
+        bundle = cls.create(model_cfg, pre, spec["features"])
         state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
         bundle.model.load_state_dict(state)
         bundle.model.eval()

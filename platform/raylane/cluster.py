@@ -30,6 +30,7 @@ from typing import Any
 
 from raylane.config import ProjectConfig
 from raylane.errors import ClusterError
+from raylane.processes import is_recorded_process, started_at
 from raylane.runtime import ensure_token, token_path
 
 __all__ = ["ClusterStatus", "LocalCluster", "Node", "auth_headers", "down", "read_record", "status", "up"]
@@ -45,6 +46,7 @@ class Node:
     pid: int
     num_cpus: int
     log: str
+    started: float = 0.0  # the process's start time: a reused pid is never signalled
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,9 @@ def up(
                 env=env,
                 start_new_session=True,  # a Ctrl-C in this terminal does not reach the cluster
             )
-        cluster.nodes.append(Node(role=role, pid=proc.pid, num_cpus=cpus_per_node, log=str(log_file)))
+        cluster.nodes.append(
+            Node(role=role, pid=proc.pid, num_cpus=cpus_per_node, log=str(log_file), started=started_at(proc.pid))
+        )
 
     try:
         spawn(
@@ -273,6 +277,8 @@ def _stop_nodes(nodes: list[Node], grace_s: float = 30.0) -> list[int]:
 
     trees: dict[int, list[Any]] = {}
     for node in sorted(nodes, key=lambda n: n.role == "head"):
+        if not is_recorded_process(node.pid, node.started, "ray"):
+            continue  # gone, or its pid now belongs to another program
         try:
             proc = psutil.Process(node.pid)
             trees[node.pid] = [proc, *proc.children(recursive=True)]

@@ -14,7 +14,16 @@ from torch import nn
 
 from raylane.config import TASK_METRICS, ModelConfig
 
-__all__ = ["TabularMLP", "build_model", "loss_fn", "metrics", "predict_output", "primary_metric"]
+__all__ = [
+    "TabularMLP",
+    "build_model",
+    "loss_fn",
+    "metrics",
+    "output_dim",
+    "parameter_count",
+    "predict_output",
+    "primary_metric",
+]
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
@@ -52,6 +61,16 @@ class TabularMLP(nn.Module):
 
 def output_dim(task: str, classes: list[Any]) -> int:
     return len(classes) if task == "multiclass" else 1
+
+
+def parameter_count(cfg: ModelConfig, num_width: int, cardinalities: list[int], out_dim: int) -> int:
+    """How many parameters `build_model` would allocate, computed without allocating them."""
+    count = sum(n * cfg.embedding_dim for n in cardinalities)
+    width = num_width + cfg.embedding_dim * len(cardinalities)
+    for h in [*cfg.hidden_layers, out_dim]:
+        count += width * h + h
+        width = h
+    return count
 
 
 def build_model(cfg: ModelConfig, num_width: int, cardinalities: list[int], classes: list[Any]) -> TabularMLP:

@@ -52,6 +52,7 @@ class Registry:
 
         self.cfg = cfg
         self.name = cfg.model_name
+        cfg.private_storage()  # before MLflow makes its SQLite database there
         self.client = MlflowClient(tracking_uri=cfg.mlflow_tracking_uri, registry_uri=cfg.mlflow_tracking_uri)
 
     # ----- reading

@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "platform" / "raylane"
 # `raylane.` decides the layer; the package `raylane` itself is the public façade (it may import
 # anything, and nothing inside the package imports it).
 LAYERS: list[set[str]] = [
-    {"errors", "lineage", "timing", "labels", "_version"},
+    {"errors", "lineage", "timing", "labels", "processes", "_version"},
     {
         "config",
         "runtime",

@@ -58,8 +58,11 @@ SetOpt = Annotated[
 
 
 def load(config: Path, overrides: list[str] | None) -> ProjectConfig:
-    """The project config at ``config`` with the ``--set`` overrides applied."""
-    return load_config(config, overrides or [])
+    """The project config at ``config`` with the ``--set`` overrides applied; its storage root
+    exists, private to its owner."""
+    cfg = load_config(config, overrides or [])
+    cfg.private_storage()
+    return cfg
 
 
 @contextmanager

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from raylane.cli._common import ConfigArg, SetOpt, err, load, out
-from raylane.config import config_schema
+from raylane.cli._common import ConfigArg, SetOpt, err, out
+from raylane.config import config_schema, load_config
 
 __all__ = ["config_app"]
 
@@ -19,7 +19,7 @@ config_app = typer.Typer(help="Validate, show and describe project configs.", no
 @config_app.command("validate")
 def config_validate(config: ConfigArg, set_: SetOpt = None) -> None:
     """Check a config; print what it declares."""
-    cfg = load(config, set_)
+    cfg = load_config(config, set_ or [])  # reads only: no storage root made
     out.print(
         f"[green]✓[/] {config}: project [bold]{cfg.project}[/], {len(cfg.data.sources)} sources, "
         f"{len(cfg.features.views)} feature views, {len(cfg.feature_dtypes())} features, task {cfg.model.task}",
@@ -34,7 +34,7 @@ def config_show(
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of YAML.")] = False,
 ) -> None:
     """Print the resolved config: overrides applied, paths absolute, every default filled in."""
-    cfg = load(config, set_)
+    cfg = load_config(config, set_ or [])  # reads only: no storage root made
     if as_json:
         print(json.dumps(cfg.model_dump(mode="json"), indent=2))
     else:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -184,6 +186,16 @@ class ProjectConfig(StrictModel):
     @property
     def model_name(self) -> str:
         return self.registry.model_name or self.project
+
+    def private_storage(self) -> Path:
+        """The storage root, made 0700 (only its owner reads models, logs, the MLflow database and
+        the request-id secret); an existing one that others can enter, and is ours, is tightened."""
+        root = self.storage_root
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        st = root.stat()
+        if st.st_mode & 0o077 and st.st_uid == os.getuid():
+            root.chmod(0o700)
+        return root
 
     @property
     def mlflow_tracking_uri(self) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
@@ -14,15 +14,21 @@ from raylane.config._base import StrictModel
 # --------------------------------------------------------------------------- model / train / tune
 
 
+MAX_WIDTH = 16384  # a layer or embedding wider than this is a typo (or a hostile model artifact)
+MAX_LAYERS = 64
+
+
 class ModelConfig(StrictModel):
     """The model: task and shape. One torch MLP for tabular features."""
 
     task: Literal["binary", "multiclass", "regression"] = Field(description="Drives loss, output and metrics.")
     num_classes: int | None = Field(None, ge=2, description="Classes for `multiclass`; inferred when omitted.")
-    hidden_layers: list[int] = Field(default_factory=lambda: [64, 32], description="Hidden layer widths.")
+    hidden_layers: list[Annotated[int, Field(ge=1, le=MAX_WIDTH)]] = Field(
+        default_factory=lambda: [64, 32], max_length=MAX_LAYERS, description="Hidden layer widths."
+    )
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Dropout after each hidden layer.")
     activation: Literal["relu", "gelu", "tanh"] = Field("relu", description="Hidden activation.")
-    embedding_dim: int = Field(4, ge=1, description="Embedding width per categorical feature.")
+    embedding_dim: int = Field(4, ge=1, le=MAX_WIDTH, description="Embedding width per categorical feature.")
     max_categories: int = Field(
         50, ge=1, description="Most frequent categories kept per column; others share the unseen bucket."
     )

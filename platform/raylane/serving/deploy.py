@@ -32,6 +32,7 @@ from typing import Any, cast
 
 from raylane.config import ProjectConfig
 from raylane.errors import ServeError
+from raylane.processes import is_recorded_process, started_at
 from raylane.serving.client import Client, api_key, url
 from raylane.serving.ids import service_secret
 
@@ -63,6 +64,7 @@ class Deployment:
     embedded: bool
     pid: int
     deployed_at: str
+    pid_started: float = 0.0  # the process's start time: a reused pid is never signalled
 
 
 def record_path(cfg: ProjectConfig) -> Path:
@@ -199,6 +201,7 @@ def deploy(cfg: ProjectConfig, *, embedded: bool = False, name: str | None = Non
         embedded=embedded,
         pid=os.getpid(),
         deployed_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        pid_started=started_at(os.getpid()),
     )
     if name is None:
         path = record_path(cfg)
@@ -242,14 +245,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _is_raylane(pid: int) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-    except OSError:
-        return False
-    return b"raylane" in cmdline
-
-
 def shutdown(cfg: ProjectConfig, *, timeout_s: float = 60.0) -> str:
     """Stop the project's service wherever `deploy` recorded it; returns what was done."""
     from raylane.runtime import ray_session
@@ -261,7 +256,7 @@ def shutdown(cfg: ProjectConfig, *, timeout_s: float = 60.0) -> str:
             fix="`raylane serve deploy CONFIG` starts one",
         )
     if record.embedded:
-        if not (_alive(record.pid) and _is_raylane(record.pid)):
+        if not is_recorded_process(record.pid, record.pid_started, "raylane"):
             record_path(cfg).unlink(missing_ok=True)
             return f"the process that served {record.app} (pid {record.pid}) is gone; record removed"
         os.kill(record.pid, signal.SIGTERM)  # it deletes the app, flushes the logs and stops its Ray
