@@ -117,7 +117,7 @@ def test_a_model_artifact_that_declares_more_than_its_weights_is_refused(tmp_pat
     spec = json.loads((folder / "spec.json").read_text())
     spec["model"]["hidden_layers"] = [16384] * 8  # ~2e9 parameters: 8 GB before a weight is read
     (folder / "spec.json").write_text(json.dumps(spec))
-    with pytest.raises(ValueError, match="declare .* parameters, but model.pt has only"):
+    with pytest.raises(ValueError, match=r"declare .* parameters, but model\.pt has only"):
         ModelBundle.load(folder)
     spec["model"]["hidden_layers"] = [10**9]
     (folder / "spec.json").write_text(json.dumps(spec))
