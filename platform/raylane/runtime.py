@@ -26,6 +26,7 @@ import logging
 import os
 import secrets
 import stat
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -117,6 +118,14 @@ def _quiet_ray(verbose: bool) -> None:
         warnings.filterwarnings("ignore", module=r"ray(\.|$)")
 
 
+def token_mode_before_import() -> None:
+    """``RAY_AUTH_MODE=token`` unless set, while Ray is not imported yet: Ray reads it at import,
+    and joining a token-protected cluster with ``backends.ray.auth_token_file`` needs it then.
+    ``RAY_AUTH_MODE=disabled`` in the environment turns token auth off."""
+    if "ray" not in sys.modules:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
 def init(cfg: RayBackend | None = None, *, verbose: bool = False) -> RuntimeInfo:
     """Start or join Ray as ``cfg`` says; reuse Ray if this process already has it.
 
@@ -124,6 +133,7 @@ def init(cfg: RayBackend | None = None, *, verbose: bool = False) -> RuntimeInfo
         ClusterError: Ray cannot start, the cluster cannot be reached, or the address is a job API.
     """
     global _started_here
+    token_mode_before_import()
     import ray
 
     cfg = cfg or RayBackend()

@@ -9,6 +9,7 @@ import yaml
 
 from raylane.config import ProjectConfig, config_schema, load_config
 from raylane.errors import ConfigError
+from raylane.testing import example_config_path
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "churn.yaml"
 
@@ -74,7 +75,7 @@ def test_overrides_and_env(tmp_path: Path) -> None:
     cfg = load_config(
         path, ["train.learning_rate=0.5", "model.hidden_layers=[8, 4]", "data.sources.1.name=labels"], env=env
     )
-    assert cfg.description == "owner ana"
+    assert cfg.description == "owner ${OWNER}"  # free text is published: never expanded
     assert cfg.data.sources[0].path == Path("/srv/data/orders.parquet")
     assert cfg.train.epochs == 4
     assert cfg.train.learning_rate == 0.5
@@ -230,3 +231,19 @@ def test_docs_config_reference_is_generated_from_the_models() -> None:
     assert docs.read_text() == text, "docs/config.md is stale: run `raylane config reference -o docs/config.md`"
     for path in ("`monitor.triggers.drifted_features`", "`cluster.kuberay.storage_claim`", "`data.sources[].path`"):
         assert path in text
+
+
+def test_free_text_is_never_expanded(tmp_path: Path) -> None:
+    """`description` is published at /openapi.json: an environment value must not leak through it."""
+    text = (
+        example_config_path()
+        .read_text()
+        .replace(
+            "description: Predict which subscribers cancel within 30 days.", "description: 'key: ${SECRET_KEY}'", 1
+        )
+    )
+    path = tmp_path / "churn.yaml"
+    path.write_text(text)
+    env = {"SECRET_KEY": "s3cret", "CHURN_DATA": str(tmp_path), "RAYLANE_STORAGE": str(tmp_path / "s")}
+    cfg = load_config(path, env=env)
+    assert cfg.description == "key: ${SECRET_KEY}" and cfg.storage_root == tmp_path / "s"

@@ -70,3 +70,19 @@ def test_the_storage_root_is_private(tmp_path: Path, monkeypatch: pytest.MonkeyP
     os.chmod(cfg.storage_root, 0o755)  # made by an older raylane
     load(example_config_path(), None)
     assert (cfg.storage_root.stat().st_mode & 0o777) == 0o700
+
+
+def test_token_mode_is_set_before_ray_is_imported() -> None:
+    """Joining a cluster with backends.ray.auth_token_file needs RAY_AUTH_MODE=token when Ray is imported."""
+    code = (
+        "from raylane import runtime; runtime.token_mode_before_import(); import ray;"
+        " from ray._raylet import AuthenticationMode, get_authentication_mode;"
+        " print(get_authentication_mode() == AuthenticationMode.TOKEN)"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "True", out.stderr[-2000:]
+    off = subprocess.run(
+        [sys.executable, "-c", code], env={**env, "RAY_AUTH_MODE": "disabled"}, capture_output=True, text=True
+    )
+    assert off.stdout.strip() == "False", off.stderr[-2000:]

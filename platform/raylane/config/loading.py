@@ -26,9 +26,17 @@ ENV_PREFIX = "RAYLANE__"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 
 
+# Free text is published (``description`` becomes the service's OpenAPI page): never expanded, so
+# no environment value (a secret, a path) can leak through it.
+LITERAL_FIELDS = frozenset({"description"})
+
+
 def _expand_env(node: Any, env: Mapping[str, str], where: str, file: Path) -> Any:
     if isinstance(node, dict):
-        return {k: _expand_env(v, env, f"{where}.{k}" if where else str(k), file) for k, v in node.items()}
+        return {
+            k: v if k in LITERAL_FIELDS else _expand_env(v, env, f"{where}.{k}" if where else str(k), file)
+            for k, v in node.items()
+        }
     if isinstance(node, list):
         return [_expand_env(v, env, f"{where}.{i}", file) for i, v in enumerate(node)]
     if isinstance(node, str):
