@@ -247,3 +247,16 @@ def test_free_text_is_never_expanded(tmp_path: Path) -> None:
     env = {"SECRET_KEY": "s3cret", "CHURN_DATA": str(tmp_path), "RAYLANE_STORAGE": str(tmp_path / "s")}
     cfg = load_config(path, env=env)
     assert cfg.description == "key: ${SECRET_KEY}" and cfg.storage_root == tmp_path / "s"
+
+
+def test_a_service_beyond_loopback_needs_an_api_key(tmp_path: Path) -> None:
+    env = {"CHURN_DATA": str(tmp_path), "RAYLANE_STORAGE": str(tmp_path / "s")}
+    with pytest.raises(ConfigError, match="reachable from other machines"):
+        load_config(example_config_path(), ["serve.host=0.0.0.0"], env=env)
+    with pytest.raises(ConfigError, match=r"serve\.auth\.api_key_env"):
+        load_config(example_config_path(), ["serve.host=10.1.2.3"], env=env)
+    keyed = load_config(example_config_path(), ["serve.host=0.0.0.0", "serve.auth.api_key_env=KEY"], env=env)
+    assert keyed.serve.exposure_warning and "every network interface" in keyed.serve.exposure_warning
+    open_ = load_config(example_config_path(), ["serve.host=10.1.2.3", "serve.auth.allow_anonymous=true"], env=env)
+    assert open_.serve.exposure_warning is None and not open_.serve.auth.enabled
+    assert load_config(example_config_path(), env=env).serve.exposure_warning is None  # 127.0.0.1

@@ -161,3 +161,10 @@ def test_every_reason_is_given_in_order() -> None:
         "retrain",
         ["drift: 2 features drifted (a, b)", "decay: live roc_auc 0.6123 worse than 0.7", "schedule: every 1:00:00"],
     )
+
+
+def test_a_small_window_never_triggers_a_retrain() -> None:
+    """Junk requests that close a time window of a few rows cannot retrain, however they drift."""
+    small = WindowAnalysis(rows=7, reference_version="3", drift=_window(["a", "b", "c"]).drift)
+    assert triggers(_monitor(min_rows=100), small, STARTED, T0) == []
+    assert triggers(_monitor(min_rows=5), small, STARTED, T0) == ["drift: 3 features drifted (a, b, c)"]

@@ -57,6 +57,15 @@ class AuthConfig(StrictModel):
 
     api_key_env: str | None = Field(None, description="Environment variable that holds the API key.")
     api_key_file: ProjectPath | None = Field(None, description="File that holds the API key.")
+    allow_anonymous: bool = Field(
+        False,
+        description="Serve without an API key although `serve.host` is not loopback (other machines can"
+        " reach it); without this, such a config is refused.",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.api_key_env is not None or self.api_key_file is not None
 
 
 class ServeConfig(StrictModel):
@@ -84,6 +93,31 @@ class ServeConfig(StrictModel):
     )
     inference_log: InferenceLogConfig = Field(default_factory=InferenceLogConfig, description="Inference log.")
 
+    @property
+    def loopback(self) -> bool:
+        """True when `host` is reachable from this machine only."""
+        return self.host in ("localhost", "::1") or self.host.startswith("127.")
+
+    @property
+    def exposure_warning(self) -> str | None:
+        """What to tell a user who binds the service to every interface."""
+        if self.host not in ("0.0.0.0", "::"):
+            return None
+        how = "with an API key" if self.auth.enabled else "WITHOUT an API key (serve.auth.allow_anonymous)"
+        return (
+            f"serve.host is {self.host!r}: the service listens on every network interface of this machine,"
+            f" {how}; bind it to one address (or 127.0.0.1 behind a proxy) unless that is what you want"
+        )
+
+    @model_validator(mode="after")
+    def _auth_beyond_loopback(self) -> ServeConfig:
+        if not self.loopback and not self.auth.enabled and not self.auth.allow_anonymous:
+            raise ValueError(
+                f"serve.host is {self.host!r}, reachable from other machines, and serve.auth has no API key;"
+                " set serve.auth.api_key_env or serve.auth.api_key_file (or serve.auth.allow_anonymous: true)"
+            )
+        return self
+
 
 class DriftConfig(StrictModel):
     """Drift detection against the champion's reference profile (whylogs' algorithms)."""
@@ -107,6 +141,12 @@ class TriggersConfig(StrictModel):
         description="Retrain when the live metric (the gate's metric on labelled predictions) is worse than this.",
     )
     every: Duration | None = Field(None, description="Retrain on a schedule (continuous training), e.g. 24h.")
+    min_rows: int = Field(
+        100,
+        ge=1,
+        description="Drift counts only in windows of at least this many rows (accepted requests only:"
+        " refused ones are never profiled), so a handful of junk requests cannot trigger a retrain.",
+    )
 
 
 class MonitorConfig(StrictModel):

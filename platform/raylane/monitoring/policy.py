@@ -4,8 +4,10 @@ No Ray, no files, no clock: the monitor actor passes its config, a window's anal
 knows of earlier retrains (`PolicyState`) and the time, and acts on the `Verdict`. The rules:
 
 - triggers: at least ``triggers.drifted_features`` features drift against the champion's reference
-  profile; the live metric is worse than ``triggers.live_metric_below`` (below it for a metric to
-  maximize, above it for one to minimize: `LiveMetric.breached`); ``triggers.every`` has elapsed
+  profile, in a window of at least ``triggers.min_rows`` rows (a few junk requests cannot retrain);
+  the live metric (on at least ``min_labels`` labels, for ids the service issued) is worse than
+  ``triggers.live_metric_below`` (below it for a metric to maximize, above it for one to minimize:
+  `LiveMetric.breached`); ``triggers.every`` has elapsed
   since the last submission (or the monitor's start) — continuous training;
 - a trigger retrains unless a retrain is still in flight (one at a time) or the ``cooldown`` after
   the last submission has not ended; then it is skipped, and the verdict says why.
@@ -49,7 +51,7 @@ def triggers(m: MonitorConfig, analysis: WindowAnalysis | None, state: PolicySta
     reasons = []
     if analysis is not None:
         drifted = analysis.drifted_features
-        if t.drifted_features is not None and len(drifted) >= t.drifted_features:
+        if t.drifted_features is not None and len(drifted) >= t.drifted_features and analysis.rows >= t.min_rows:
             reasons.append(f"drift: {len(drifted)} features drifted ({', '.join(drifted)})")
         live = analysis.live
         if live is not None and live.breached:

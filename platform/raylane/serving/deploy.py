@@ -168,6 +168,8 @@ def deploy(cfg: ProjectConfig, *, embedded: bool = False, name: str | None = Non
     logging.getLogger("ray.serve").setLevel(max(logging.getLogger("ray").getEffectiveLevel(), logging.WARNING))
     mv = preflight(cfg)
     s = cfg.serve
+    if s.exposure_warning:
+        logging.getLogger("raylane").warning("raylane: %s", s.exposure_warning)
     app_name = name or cfg.project
     if cfg.monitor.enabled:  # before the replicas, which send it their profiles
         from raylane.monitoring import start as start_monitor
