@@ -182,9 +182,13 @@ def init(cfg: RayBackend | None = None, *, verbose: bool = False) -> RuntimeInfo
         raise
     except Exception as exc:  # Ray raises bare Exceptions too ("Timed out waiting for file …")
         _loopback_only(False)
+        local = address == "local"
         raise ClusterError(
-            f"cannot {'start' if address == 'local' else 'join'} Ray at {address!r}: {exc}",
-            fix="check backends.ray.address, that the cluster is up, and that this machine has its token",
+            f"cannot {'start' if local else 'join'} Ray at {address!r}: {exc}",
+            fix="see Ray's reason above: Ray's temp folder (RAY_TMPDIR, /tmp/ray) must be writable, and"
+            " another Ray on this machine can be joined instead (backends.ray.address: auto)"
+            if local
+            else "check backends.ray.address, that the cluster is up, and that this machine has its token",
         ) from exc
     _quiet_ray(verbose)
     return _info(started_here=_started_here)

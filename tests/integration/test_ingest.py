@@ -156,3 +156,17 @@ def test_cli_in_a_subprocess_prints_no_traceback_and_leaks_no_ray(env: ProjectCo
     while (left := set(ray_processes()) - before) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not left, {p: ray_processes().get(p) for p in left}
+
+
+def test_a_ray_that_cannot_start_is_a_clear_error(env: ProjectConfig, tmp_path: Path) -> None:
+    """Any start-up failure of the embedded Ray (here: its temp folder cannot be made) exits 2 with
+    Ray's reason and a fix, never as an internal error."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cli = [sys.executable, "-m", "raylane", "features", "ingest", str(example_config_path())]
+    run_env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    run_env["RAY_TMPDIR"] = str(blocker / "ray")
+    bad = subprocess.run(cli, env=run_env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2, bad.stderr
+    assert "cannot start Ray" in bad.stderr and "Not a directory" in bad.stderr and "fix:" in bad.stderr
+    assert "Traceback" not in bad.stderr and "internal error" not in bad.stderr

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,15 @@ from raylane.testing import example_config_path
 
 
 def _sleeper() -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)  # raylane-test"])
+    import psutil
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)  # raylane-test"])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # until it runs its own program (after fork, before exec: ours)
+        if "raylane-test" in " ".join(psutil.Process(proc.pid).cmdline()):
+            break
+        time.sleep(0.05)
+    return proc
 
 
 def test_a_pid_is_the_recorded_process_only_with_its_start_time_and_program() -> None:
