@@ -34,6 +34,8 @@ from raylane.config import ProjectConfig
 
 __all__ = ["LogWriter", "log_dir", "read", "read_feedback", "read_predictions", "read_rejected"]
 
+# What `pa.Table.from_pylist` raises for a value its column's type cannot hold.
+_UNWRITABLE = (pa.ArrowException, OverflowError, TypeError, ValueError)
 _ARROW = {"int64": pa.int64(), "float64": pa.float64(), "string": pa.string(), "bool": pa.bool_()}
 
 
@@ -140,14 +142,14 @@ class LogWriter:
     def _table(self, rows: list[dict[str, Any]]) -> tuple[pa.Table, list[tuple[dict[str, Any], str]]]:
         try:
             return pa.Table.from_pylist(rows, schema=self.schema), []
-        except (pa.ArrowException, OverflowError, TypeError, ValueError):
+        except _UNWRITABLE:
             pass
         good, bad = [], []
         for row in rows:  # find the rows at fault
             try:
                 pa.Table.from_pylist([row], schema=self.schema)
                 good.append(row)
-            except (pa.ArrowException, OverflowError, TypeError, ValueError) as exc:
+            except _UNWRITABLE as exc:
                 bad.append((row, f"{type(exc).__name__}: {exc}"))
         return pa.Table.from_pylist(good, schema=self.schema), bad
 

@@ -90,7 +90,7 @@ def _check_pip(cfg: ProjectConfig, pip: list[str]) -> None:
 
     allowed = {pinned(r) for r in cfg.backends.ray.job_pip}
     for req in pip:
-        if pinned(req) is None or pinned(req) not in allowed:
+        if pinned(req) not in allowed:  # None (not pinned) never is
             listed = ", ".join(cfg.backends.ray.job_pip) or "none"
             raise UserError(
                 f"--pip {req!r} is not one of the project's pinned job requirements (backends.ray.job_pip: {listed})",

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["REGRESSION_MAX", "invalid_labels", "label_rule"]
+__all__ = ["FLOAT32_MAX", "invalid_labels", "label_rule"]
 
-REGRESSION_MAX = 3.4028234663852886e38  # float32's largest finite value
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the model computes in float32
 
 
 def label_rule(task: str) -> str:
@@ -26,20 +26,15 @@ def label_rule(task: str) -> str:
     if task == "binary":
         return "a binary label is 0 or 1"
     if task == "regression":
-        return f"a regression label is a finite number within ±{REGRESSION_MAX:.3g}"
+        return f"a regression label is a finite number within ±{FLOAT32_MAX:.3g}"
     return "a multiclass label is any value (one of the model's classes for /feedback)"
 
 
 def invalid_labels(task: str, values: Sequence[Any] | np.ndarray) -> np.ndarray:
     """A boolean mask: True where a (non-null) value breaks the task's rule."""
-    arr = np.asarray(values, dtype=object)
-    present = np.array([v is not None for v in arr], dtype=bool)
-    if task == "multiclass" or not present.any():
-        return np.zeros(len(arr), dtype=bool)
-    bad = np.zeros(len(arr), dtype=bool)
-    for i in np.flatnonzero(present):
-        bad[i] = not _ok(task, arr[i])
-    return bad
+    if task == "multiclass":
+        return np.zeros(len(values), dtype=bool)
+    return np.array([v is not None and not _ok(task, v) for v in values], dtype=bool)
 
 
 def _ok(task: str, value: Any) -> bool:
@@ -51,4 +46,4 @@ def _ok(task: str, value: Any) -> bool:
         return False
     if task == "binary":
         return number in (0.0, 1.0)
-    return bool(np.isfinite(number)) and abs(number) <= REGRESSION_MAX
+    return bool(np.isfinite(number)) and abs(number) <= FLOAT32_MAX

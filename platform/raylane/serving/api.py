@@ -29,8 +29,9 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from raylane._version import __version__
+from raylane.labels import FLOAT32_MAX
 from raylane.lineage import Lineage
-from raylane.serving.schemas import field_path
+from raylane.serving.schemas import INT64_MAX, INT64_MIN, field_path
 
 if TYPE_CHECKING:
     from raylane.bundle import ModelBundle
@@ -191,8 +192,8 @@ def _invalid(exc: ValidationError, known_fields: list[str]) -> ApiError:
 
 def _out_of_range(value: Any) -> str:
     if isinstance(value, int):
-        return f"{value} is out of range: integers are int64, from {-(2**63)} to {2**63 - 1}"
-    return f"{value!r} is out of range: numbers are within ±3.4e38 (float32, what the model computes in)"
+        return f"{value} is out of range: integers are int64, from {INT64_MIN} to {INT64_MAX}"
+    return f"{value!r} is out of range: numbers are within ±{FLOAT32_MAX:.2g} (float32, what the model computes in)"
 
 
 async def _read_json_body(request: Request, limit: int) -> bytes:

@@ -254,10 +254,10 @@ class Predictor:
         return self.predictions.pending + self.feedback.pending
 
     def log_health(self) -> dict[str, Any]:
-        """The log writers' state for /healthz: rows pending, written and quarantined, and the
-        error of a writer whose last flush failed (``stuck``)."""
+        """The log writers' state for /healthz: rows written and quarantined, and for a writer whose
+        last flush failed (``stuck``) its error and since when."""
         writers = {"predictions": self.predictions, "feedback": self.feedback}
-        errors = {k: w.error for k, w in writers.items() if w.error}
+        errors = {k: {"error": w.error, "failing_since": w.failing_since} for k, w in writers.items() if w.error}
         return {
             "stuck": bool(errors),
             **({"errors": errors} if errors else {}),

@@ -16,12 +16,11 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, create_model
 
 from raylane.config import ColumnType, ProjectConfig
-from raylane.labels import REGRESSION_MAX, invalid_labels, label_rule
+from raylane.labels import FLOAT32_MAX, invalid_labels, label_rule
 
 __all__ = ["Schemas", "field_path"]
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-FLOAT32_MAX = 3.4028234663852886e38
 _PY: dict[str, Any] = {
     "int64": Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)],
     "float64": Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)],
@@ -35,7 +34,7 @@ _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 def _label_type(cfg: ProjectConfig) -> Any:
     task = cfg.model.task
     if task == "regression":
-        return Annotated[float, Field(ge=-REGRESSION_MAX, le=REGRESSION_MAX)]
+        return Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
     source = cfg.data.source(cfg.data.labels.source)
     base = _PY[source.columns[cfg.data.labels.column].dtype]
     if task == "binary":
