@@ -13,6 +13,7 @@ Example::
 
 from raylane._version import __version__
 from raylane.config import ProjectConfig, load_config
+from raylane.contract import ModelInputs, TextInput
 from raylane.errors import (
     ClusterError,
     ConfigError,
@@ -28,8 +29,10 @@ __all__ = [
     "DataError",
     "FeatureRepo",
     "FeatureStoreError",
+    "ModelInputs",
     "ProjectConfig",
     "RaylaneError",
+    "TextInput",
     "UserError",
     "__version__",
     "ingest",

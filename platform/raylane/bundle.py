@@ -1,18 +1,21 @@
-"""A trained model as files: weights, preprocessing and spec, loadable without unpickling.
+"""A trained model as files: weights, preprocessing, spec and the model's own code, loadable without unpickling.
 
 A bundle is a folder with
 
 - ``model.pt``: the torch ``state_dict`` (loaded with ``torch.load(weights_only=True)``),
 - ``preprocessing.json``: the fitted `Preprocessor`,
-- ``spec.json``: the model config and input shape.
+- ``spec.json``: the model config, the factory's params and the features,
+- ``code/``: for an entrypoint model, the model's source as it was at training time
+  (`raylane.contract.ModelCode`); loading imports this copy, never the working tree.
 
 Training writes it into every checkpoint and logs it with the MLflow model; the promotion gate,
-``raylane train --reproduce`` and serving load it the same way.
+``raylane train --reproduce``, serving and batch scoring load it the same way.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,54 +25,95 @@ import pandas as pd
 import torch
 
 from raylane.config import ModelConfig
-from raylane.model import TabularMLP, build_model, output_dim, parameter_count, predict_output
+from raylane.contract import BUILTIN_PARAMS, ModelCode, build
+from raylane.model import predict_output, tabular_mlp
 from raylane.preprocess import Preprocessor
 
-__all__ = ["ModelBundle"]
+__all__ = ["ModelBundle", "make_model"]
+
+FORMAT = 2  # 1: the built-in MLP only (no code/, params from the model config); still loaded
+
+
+def make_model(model_cfg: ModelConfig, pre: Preprocessor, params: dict[str, Any], code: ModelCode | None) -> Any:
+    """``factory(inputs, **params)``: the user's factory from ``code``, or the built-in MLP."""
+    if code is None:  # the built-in's params are checked like the config's fields (bounded widths)
+        ModelConfig.model_validate({**model_cfg.model_dump(), **params})
+    factory: Callable[..., Any] = code.factory() if code is not None else tabular_mlp
+    where = code.origin if code is not None else "raylane.model:tabular_mlp"
+    return build(factory, pre.inputs(), params, where=where)
 
 
 @dataclass
 class ModelBundle:
     """A model with its preprocessing, ready to predict on feature frames."""
 
-    model: TabularMLP
+    model: Any  # a torch.nn.Module
     pre: Preprocessor
     model_cfg: ModelConfig
     features: list[str]
+    params: dict[str, Any]
+    code: ModelCode | None = None
 
     @classmethod
-    def create(cls, model_cfg: ModelConfig, pre: Preprocessor, features: list[str]) -> ModelBundle:
-        model = build_model(model_cfg, pre.num_width, pre.cardinalities, pre.classes)
-        return cls(model, pre, model_cfg, features)
+    def create(
+        cls,
+        model_cfg: ModelConfig,
+        pre: Preprocessor,
+        features: list[str],
+        params: dict[str, Any],
+        code: ModelCode | None = None,
+    ) -> ModelBundle:
+        return cls(make_model(model_cfg, pre, params, code), pre, model_cfg, features, params, code)
+
+    @property
+    def code_hash(self) -> str:
+        return self.code.hash if self.code is not None else ""
 
     def save(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu() for k, v in _unwrap(self.model).state_dict().items()}
         torch.save(state, folder / "model.pt")
         (folder / "preprocessing.json").write_text(self.pre.to_json())
-        spec = {"model": self.model_cfg.model_dump(mode="json"), "features": self.features, "format": 1}
+        spec = {
+            "model": self.model_cfg.model_dump(mode="json"),
+            "params": self.params,
+            "features": self.features,
+            "code_hash": self.code_hash,
+            "format": FORMAT,
+        }
         (folder / "spec.json").write_text(json.dumps(spec, indent=1))
+        if self.code is not None:
+            self.code.save(folder / "code")
         return folder
 
     @classmethod
     def load(cls, folder: Path) -> ModelBundle:
-        """Load a saved bundle. The spec is checked against the weights before any tensor is made:
-        a spec that declares more parameters than ``model.pt`` holds is refused.
+        """Load a saved bundle. The model is first built on torch's ``meta`` device (no memory) and
+        its size checked against the weights: a spec that declares more parameters than
+        ``model.pt`` holds is refused before any tensor is allocated.
 
         Raises:
-            ValueError: the spec does not match the weights (a damaged or hostile artifact).
+            ValueError: the spec does not match the weights or the code (a damaged or hostile artifact).
         """
         spec = json.loads((folder / "spec.json").read_text())
         pre = Preprocessor.from_json((folder / "preprocessing.json").read_text())
         model_cfg = ModelConfig.model_validate(spec["model"])
-        declared = parameter_count(model_cfg, pre.num_width, pre.cardinalities, output_dim(model_cfg.task, pre.classes))
+        code = ModelCode.load(folder / "code") if (folder / "code").is_dir() else None
+        if code is not None and spec.get("code_hash") and code.hash != spec["code_hash"]:
+            raise ValueError(f"{folder}: code/ does not match the code_hash in spec.json; the artifact was altered")
+        params = spec["params"] if "params" in spec else {k: getattr(model_cfg, k) for k in BUILTIN_PARAMS}
+        try:
+            with torch.device("meta"):
+                declared = sum(t.numel() for t in make_model(model_cfg, pre, params, code).state_dict().values())
+        except Exception:  # a user model that cannot be built without memory: its real build is checked below
+            declared = 0
         held = (folder / "model.pt").stat().st_size
         if declared * 4 > held + (1 << 20):  # float32 weights; 1 MiB for the file's own structure
             raise ValueError(
                 f"{folder}: spec.json and preprocessing.json declare {declared:,} parameters,"
                 f" but model.pt has only {held:,} bytes; the artifact is damaged or not raylane's"
             )
-        bundle = cls.create(model_cfg, pre, spec["features"])
+        bundle = cls.create(model_cfg, pre, spec["features"], params, code)
         state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
         bundle.model.load_state_dict(state)
         bundle.model.eval()
@@ -83,7 +127,7 @@ class ModelBundle:
         with torch.no_grad():
             for start in range(0, len(frame), batch_size):
                 x = self.pre.transform(frame.iloc[start : start + batch_size])
-                logits = self.model(torch.from_numpy(x["x_num"]), torch.from_numpy(x["x_cat"]))
+                logits = self.model({k: torch.from_numpy(v) for k, v in x.items()})
                 outs.append(predict_output(self.pre.task, logits).numpy())
         width = (len(self.pre.classes),) if self.pre.task == "multiclass" else ()
         pred = np.concatenate(outs) if outs else np.zeros((0, *width), dtype=np.float32)

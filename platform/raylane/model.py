@@ -1,28 +1,30 @@
-"""The model: one torch MLP for tabular features, and what the task decides (loss, output, metrics).
+"""The built-in model, a tabular MLP, and what the task decides (loss, output, metrics) for every model.
 
-Inputs are the preprocessed ``x_num`` (scaled numerics and missing indicators) and ``x_cat``
-(category indices, 0 = unseen/null), see `raylane.preprocess`. Categorical columns are embedded.
+The MLP is one model under the contract of `raylane.contract`, built by `tabular_mlp(inputs, **params)`
+like a user's own: categorical columns are embedded, concatenated with the numerics (``x_num``:
+scaled values and missing indicators) and sent through the hidden layers; text columns are
+averaged token embeddings (an ``EmbeddingBag``). Loss, prediction and metrics depend only on the
+task, so they serve every model.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from raylane.config import TASK_METRICS, ModelConfig
+from raylane.config import TASK_METRICS
+from raylane.contract import ModelInputs, output_dim
 
 __all__ = [
     "TabularMLP",
-    "build_model",
+    "compute_loss",
     "loss_fn",
     "metrics",
     "output_dim",
-    "parameter_count",
     "predict_output",
     "primary_metric",
+    "tabular_mlp",
 ]
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
@@ -31,57 +33,53 @@ _LOWER_IS_BETTER = ("rmse", "mae", "log_loss")
 
 
 class TabularMLP(nn.Module):
-    """Embeddings for categorical columns, concatenated with numerics, through an MLP."""
+    """Embeddings for categorical (and bags of embeddings for text) columns, with the numerics, through an MLP."""
 
     def __init__(
         self,
-        num_width: int,
-        cardinalities: list[int],
+        inputs: ModelInputs,
         *,
         hidden_layers: list[int],
         dropout: float,
         activation: str,
         embedding_dim: int,
-        out_dim: int,
     ) -> None:
         super().__init__()
-        self.embeddings = nn.ModuleList(nn.Embedding(n, embedding_dim) for n in cardinalities)
-        width = num_width + embedding_dim * len(cardinalities)
+        self.embeddings = nn.ModuleList(nn.Embedding(n, embedding_dim) for n in inputs.cardinalities.values())
+        self.text = list(inputs.text)
+        self.bags = nn.ModuleList(
+            nn.EmbeddingBag(t.vocab_size, embedding_dim, mode="mean", padding_idx=0) for t in inputs.text.values()
+        )
+        width = inputs.num_width + embedding_dim * (len(inputs.cardinalities) + len(inputs.text))
         layers: list[nn.Module] = []
         for h in hidden_layers:
             layers += [nn.Linear(width, h), _ACTIVATIONS[activation](), nn.Dropout(dropout)]
             width = h
-        layers.append(nn.Linear(width, out_dim))
+        layers.append(nn.Linear(width, inputs.out_dim))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x_num: torch.Tensor, x_cat: torch.Tensor) -> torch.Tensor:
-        parts = [x_num, *(emb(x_cat[:, i]) for i, emb in enumerate(self.embeddings))]
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        x_cat = batch["x_cat"]
+        parts = [batch["x_num"], *(emb(x_cat[:, i]) for i, emb in enumerate(self.embeddings))]
+        parts += [bag(batch[name]) for name, bag in zip(self.text, self.bags, strict=True)]
         return self.net(torch.cat(parts, dim=1))
 
 
-def output_dim(task: str, classes: list[Any]) -> int:
-    return len(classes) if task == "multiclass" else 1
-
-
-def parameter_count(cfg: ModelConfig, num_width: int, cardinalities: list[int], out_dim: int) -> int:
-    """How many parameters `build_model` would allocate, computed without allocating them."""
-    count = sum(n * cfg.embedding_dim for n in cardinalities)
-    width = num_width + cfg.embedding_dim * len(cardinalities)
-    for h in [*cfg.hidden_layers, out_dim]:
-        count += width * h + h
-        width = h
-    return count
-
-
-def build_model(cfg: ModelConfig, num_width: int, cardinalities: list[int], classes: list[Any]) -> TabularMLP:
+def tabular_mlp(
+    inputs: ModelInputs,
+    *,
+    hidden_layers: list[int] = (64, 32),  # type: ignore[assignment]
+    dropout: float = 0.1,
+    activation: str = "relu",
+    embedding_dim: int = 4,
+) -> TabularMLP:
+    """The built-in model's factory (``model.hidden_layers`` … are its params)."""
     return TabularMLP(
-        num_width,
-        cardinalities,
-        hidden_layers=cfg.hidden_layers,
-        dropout=cfg.dropout,
-        activation=cfg.activation,
-        embedding_dim=cfg.embedding_dim,
-        out_dim=output_dim(cfg.task, classes),
+        inputs,
+        hidden_layers=list(hidden_layers),
+        dropout=dropout,
+        activation=activation,
+        embedding_dim=embedding_dim,
     )
 
 
@@ -97,16 +95,24 @@ def prepare_target(task: str, logits: torch.Tensor, y: torch.Tensor) -> tuple[to
     """Shape logits and target for the task's loss."""
     if task == "multiclass":
         return logits, y.long()
-    return logits.squeeze(-1), y.float()
+    return logits.reshape(len(y)), y.float()
+
+
+def compute_loss(model: nn.Module, task: str, criterion: nn.Module, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The model's own ``loss(outputs, target)`` when it has one, else the task's loss."""
+    own = getattr(getattr(model, "module", model), "loss", None)
+    if callable(own):
+        return own(out, y)  # type: ignore[no-any-return]
+    return criterion(*prepare_target(task, out, y))  # type: ignore[no-any-return]
 
 
 def predict_output(task: str, logits: torch.Tensor) -> torch.Tensor:
     """What the model predicts: P(class 1), class probabilities, or the (scaled) value."""
     if task == "binary":
-        return torch.sigmoid(logits.squeeze(-1))
+        return torch.sigmoid(logits.reshape(len(logits)))
     if task == "multiclass":
         return torch.softmax(logits, dim=-1)
-    return logits.squeeze(-1)
+    return logits.reshape(len(logits))
 
 
 def primary_metric(task: str, configured: str | None = None) -> tuple[str, str]:

@@ -3,7 +3,10 @@
 - numeric columns: standardized with the training mean and standard deviation; a missing value
   becomes the training mean (0 after scaling) and sets a per-column missing indicator;
 - categorical (string, bool) columns: the ``max_categories`` most frequent training values get
-  indices 1…k; index 0 is the bucket for unseen values and nulls.
+  indices 1…k; index 0 is the bucket for unseen values and nulls;
+- text columns (``kind: text``): lower-cased word tokens (`tokenize`); the ``vocab_size`` most
+  frequent training tokens get ids 2…, every other token id 1, and each value becomes
+  ``max_length`` ids, cut or padded with 0.
 
 At inference an unseen category goes to bucket 0 and an all-null column gives the training means
 with every missing indicator set: the model still predicts, from the other columns.
@@ -17,17 +20,31 @@ used by Ray Data in training and by serving alike.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from raylane.config import ColumnType
 
-__all__ = ["Preprocessor", "fit_frame", "fit_preprocessor", "merge_stats"]
+if TYPE_CHECKING:
+    from raylane.contract import ModelInputs
+
+__all__ = ["Preprocessor", "fit_frame", "fit_preprocessor", "merge_stats", "tokenize"]
 
 NUMERIC: tuple[ColumnType, ...] = ("int64", "float64")
+PAD, OOV = 0, 1  # token ids: padding, and a token outside the vocabulary
+
+_TOKEN = re.compile(r"\w+")
+
+
+def tokenize(text: Any) -> list[str]:
+    """The tokens of a text value: lower-cased runs of word characters (nothing for a null)."""
+    if text is None or (isinstance(text, float) and np.isnan(text)):
+        return []
+    return _TOKEN.findall(str(text).lower())
 
 
 @dataclass
@@ -44,6 +61,7 @@ class Preprocessor:
     classes: list[Any] = field(default_factory=list)
     target_mean: float = 0.0
     target_std: float = 1.0
+    text: dict[str, dict[str, Any]] = field(default_factory=dict)  # column -> {"vocab": [...], "max_length": n}
 
     @property
     def num_width(self) -> int:
@@ -55,8 +73,27 @@ class Preprocessor:
         """Embedding sizes per categorical column (bucket 0 included)."""
         return [len(self.vocab[c]) + 1 for c in self.categorical]
 
+    def inputs(self) -> ModelInputs:
+        """What the model factory is told about these inputs (`raylane.contract.ModelInputs`)."""
+        from raylane.contract import ModelInputs, TextInput, output_dim
+
+        return ModelInputs(
+            task=self.task,
+            out_dim=output_dim(self.task, self.classes),
+            num_width=self.num_width,
+            numeric=tuple(self.numeric),
+            cardinalities=dict(zip(self.categorical, self.cardinalities, strict=True)),
+            text={c: TextInput(len(t["vocab"]) + 2, int(t["max_length"])) for c, t in self.text.items()},
+            classes=tuple(self.classes),
+        )
+
+    @property
+    def features(self) -> list[str]:
+        return [*self.numeric, *self.categorical, *self.text]
+
     def transform(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
-        """Model inputs from a frame with the feature columns: ``x_num`` (float32) and ``x_cat`` (int64)."""
+        """Model inputs from a frame with the feature columns: ``x_num`` (float32), ``x_cat`` (int64)
+        and one ``[rows, max_length]`` int64 array of token ids per text column."""
         n = len(frame)
         x_num = np.zeros((n, self.num_width), dtype=np.float32)
         for i, col in enumerate(self.numeric):
@@ -69,7 +106,16 @@ class Preprocessor:
         for i, col in enumerate(self.categorical):
             index = {v: j + 1 for j, v in enumerate(self.vocab[col])}
             x_cat[:, i] = [index.get(_key(v), 0) for v in frame[col].tolist()]
-        return {"x_num": x_num, "x_cat": x_cat}
+        out: dict[str, np.ndarray] = {"x_num": x_num, "x_cat": x_cat}
+        for col, spec in self.text.items():
+            ids = {tok: j + 2 for j, tok in enumerate(spec["vocab"])}
+            length = int(spec["max_length"])
+            tokens = np.zeros((n, length), dtype=np.int64)
+            for row, value in enumerate(frame[col].tolist()):
+                seq = [ids.get(t, OOV) for t in tokenize(value)[:length]]
+                tokens[row, : len(seq)] = seq
+            out[col] = tokens
+        return out
 
     def out_of_range(self, frame: pd.DataFrame) -> list[list[str]]:
         """Per row, the numeric columns whose scaled value overflows float32 (the model's precision)."""
@@ -112,10 +158,21 @@ def _key(value: Any) -> Any:
 
 
 def _block_stats(
-    frame: pd.DataFrame, numeric: list[str], categorical: list[str], label: str, task: str
+    frame: pd.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+    label: str,
+    task: str,
+    text: list[str] | None = None,
 ) -> pd.DataFrame:
     """Mergeable statistics of one block, as a one-row frame holding a JSON document."""
-    doc: dict[str, Any] = {"n": len(frame), "num": {}, "cat": {}, "label": {}}
+    doc: dict[str, Any] = {"n": len(frame), "num": {}, "cat": {}, "label": {}, "text": {}}
+    for col in text or []:
+        tokens: dict[str, int] = {}
+        for value in frame[col].tolist():
+            for tok in tokenize(value):
+                tokens[tok] = tokens.get(tok, 0) + 1
+        doc["text"][col] = tokens
     for col in numeric:
         v = pd.to_numeric(frame[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         v = v[np.isfinite(v)]
@@ -139,10 +196,11 @@ def fit_frame(
     label: str,
     task: str,
     max_categories: int,
+    text: dict[str, tuple[int, int]] | None = None,
 ) -> Preprocessor:
     """Fit on one pandas frame (the training split): the same statistics as `fit_preprocessor`, without Ray."""
-    numeric, categorical = _columns(dtypes)
-    stats = _block_stats(frame, numeric, categorical, label, task)
+    numeric, categorical = _columns(dtypes, text)
+    stats = _block_stats(frame, numeric, categorical, label, task, list(text or {}))
     return merge_stats(
         [json.loads(stats["stats"][0])],
         numeric=numeric,
@@ -150,6 +208,7 @@ def fit_frame(
         label=label,
         task=task,
         max_categories=max_categories,
+        text=text,
     )
 
 
@@ -160,13 +219,21 @@ def fit_preprocessor(
     label: str,
     task: str,
     max_categories: int,
+    text: dict[str, tuple[int, int]] | None = None,
 ) -> Preprocessor:
-    """Fit on a Ray Dataset (the training split) in one pass."""
-    numeric, categorical = _columns(dtypes)
+    """Fit on a Ray Dataset (the training split) in one pass. ``text``: per text column, its
+    (vocabulary size, max length)."""
+    numeric, categorical = _columns(dtypes, text)
     parts = ds.map_batches(
         _block_stats,
         batch_format="pandas",
-        fn_kwargs={"numeric": numeric, "categorical": categorical, "label": label, "task": task},
+        fn_kwargs={
+            "numeric": numeric,
+            "categorical": categorical,
+            "label": label,
+            "task": task,
+            "text": list(text or {}),
+        },
     ).take_all()
     return merge_stats(
         [json.loads(p["stats"]) for p in parts],
@@ -175,13 +242,14 @@ def fit_preprocessor(
         label=label,
         task=task,
         max_categories=max_categories,
+        text=text,
     )
 
 
-def _columns(dtypes: dict[str, ColumnType]) -> tuple[list[str], list[str]]:
-    """The numeric and the categorical feature columns (timestamps are not features)."""
+def _columns(dtypes: dict[str, ColumnType], text: dict[str, Any] | None = None) -> tuple[list[str], list[str]]:
+    """The numeric and the categorical feature columns (timestamps and text are neither)."""
     numeric = [c for c, t in dtypes.items() if t in NUMERIC]
-    categorical = [c for c, t in dtypes.items() if t not in NUMERIC and t != "timestamp"]
+    categorical = [c for c, t in dtypes.items() if t not in NUMERIC and t != "timestamp" and c not in (text or {})]
     return numeric, categorical
 
 
@@ -193,6 +261,7 @@ def merge_stats(
     label: str,
     task: str,
     max_categories: int,
+    text: dict[str, tuple[int, int]] | None = None,
 ) -> Preprocessor:
     """The fitted state from the per-block statistics of every block of the training split."""
     mean: dict[str, float] = {}
@@ -211,8 +280,23 @@ def merge_stats(
             for k, c in d["cat"][col].items():
                 counts[k] = counts.get(k, 0) + c
         vocab[col] = [k for k, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:max_categories]]
+    tokens: dict[str, dict[str, Any]] = {}
+    for col, (size, length) in (text or {}).items():
+        counts = {}
+        for d in docs:
+            for k, c in d.get("text", {}).get(col, {}).items():
+                counts[k] = counts.get(k, 0) + c
+        kept = [k for k, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:size]]
+        tokens[col] = {"vocab": kept, "max_length": length}
     pre = Preprocessor(
-        numeric=numeric, categorical=categorical, mean=mean, std=std, vocab=vocab, label=label, task=task
+        numeric=numeric,
+        categorical=categorical,
+        mean=mean,
+        std=std,
+        vocab=vocab,
+        label=label,
+        task=task,
+        text=tokens,
     )
     if task == "regression":
         n = sum(d["label"]["n"] for d in docs)

@@ -25,6 +25,8 @@ LAYERS: list[set[str]] = [
         "inference_log",
         "bundle",
         "model",
+        "contract",
+        "model_code",
         "preprocess",
         "mlflow_model",
         "feast_stores",

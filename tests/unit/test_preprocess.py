@@ -103,23 +103,20 @@ def test_values_that_overflow_the_models_float32_are_named() -> None:
 def test_a_model_artifact_that_declares_more_than_its_weights_is_refused(tmp_path: Path) -> None:
     from raylane.bundle import ModelBundle
     from raylane.config import ModelConfig
-    from raylane.model import parameter_count
 
     frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "c": ["a", "b", "a", "b"], "y": [0, 1, 0, 1]})
     pre = fit_frame(frame, dtypes={"x": "float64", "c": "string"}, label="y", task="binary", max_categories=10)
     cfg = ModelConfig(task="binary", hidden_layers=[8, 4])
-    bundle = ModelBundle.create(cfg, pre, ["x", "c"])
-    assert parameter_count(cfg, pre.num_width, pre.cardinalities, 1) == sum(
-        p.numel() for p in bundle.model.parameters()
-    )
+    params = {"hidden_layers": [8, 4], "dropout": 0.1, "activation": "relu", "embedding_dim": 4}
+    bundle = ModelBundle.create(cfg, pre, ["x", "c"], params)
     folder = bundle.save(tmp_path / "b")
     assert ModelBundle.load(folder).features == ["x", "c"]
     spec = json.loads((folder / "spec.json").read_text())
-    spec["model"]["hidden_layers"] = [16384] * 8  # ~2e9 parameters: 8 GB before a weight is read
+    spec["params"]["hidden_layers"] = [16384] * 8  # ~2e9 parameters: 8 GB before a weight is read
     (folder / "spec.json").write_text(json.dumps(spec))
     with pytest.raises(ValueError, match=r"declare .* parameters, but model\.pt has only"):
         ModelBundle.load(folder)
-    spec["model"]["hidden_layers"] = [10**9]
+    spec["params"]["hidden_layers"] = [10**9]
     (folder / "spec.json").write_text(json.dumps(spec))
     with pytest.raises(ValueError, match="less than or equal to 16384"):
         ModelBundle.load(folder)

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BeforeValidator,
     Field,
+    model_validator,
 )
 
 from raylane.config._base import IDENT, ColumnType, Duration, ProjectPath, StrictModel
@@ -25,6 +26,43 @@ class ColumnSpec(StrictModel):
         1.0, ge=0.0, le=1.0, description="Ingestion fails when a larger fraction of rows is null."
     )
     description: str = Field("", description="Free text, copied into the Feast field's description.")
+    kind: Literal["categorical", "text"] | None = Field(
+        None,
+        description="For a `string` feature: `categorical` (the default: its most frequent values get an id"
+        " each) or `text` (tokenized: a vocabulary of the training split's most frequent tokens).",
+    )
+    max_length: int | None = Field(
+        None, ge=1, le=4096, description="`kind: text`: tokens kept per value (default 64); longer text is cut."
+    )
+    vocab_size: int | None = Field(
+        None, ge=1, le=1_000_000, description="`kind: text`: most frequent training tokens kept (default 5000)."
+    )
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> ColumnSpec:
+        if self.kind is not None and self.dtype != "string":
+            raise ValueError(f"`kind: {self.kind}` is for string columns; this one is {self.dtype}")
+        if not self.is_text:
+            for name in ("max_length", "vocab_size"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"`{name}` is for `kind: text` columns; add `kind: text` or remove it")
+        return self
+
+    @property
+    def is_text(self) -> bool:
+        return self.kind == "text"
+
+    @property
+    def text_length(self) -> int:
+        return self.max_length or TEXT_MAX_LENGTH
+
+    @property
+    def text_vocab(self) -> int:
+        return self.vocab_size or TEXT_VOCAB_SIZE
+
+
+TEXT_MAX_LENGTH = 64
+TEXT_VOCAB_SIZE = 5000
 
 
 def _column_shorthand(value: Any) -> Any:

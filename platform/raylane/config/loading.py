@@ -201,6 +201,7 @@ def load_config(
         _set_path(doc, dotted, value, f"--set {item}")
         overridden.add(dotted)
     try:
-        return ProjectConfig.model_validate(doc, context={"base_dir": file.resolve().parent})
+        cfg = ProjectConfig.model_validate(doc, context={"base_dir": file.resolve().parent})
     except ValidationError as exc:
         raise _format_errors(exc, file, overridden) from None
+    return cfg.with_base_dir(file.resolve().parent)

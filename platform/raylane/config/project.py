@@ -12,13 +12,14 @@ import yaml
 from pydantic import (
     BaseModel,
     Field,
+    PrivateAttr,
     ValidationError,
     model_validator,
 )
 
 from raylane.config._base import PROJECT_NAME, TASK_METRICS, ColumnType, ProjectPath, StrictModel
 from raylane.config.backends import BackendsConfig, ClusterConfig
-from raylane.config.data import DataConfig, EntityConfig, FeaturesConfig, FeatureViewConfig
+from raylane.config.data import ColumnSpec, DataConfig, EntityConfig, FeaturesConfig, FeatureViewConfig
 from raylane.config.serving import MonitorConfig, ServeConfig
 from raylane.config.training import SEARCHABLE, ModelConfig, RegistryConfig, TrainConfig, TuneConfig
 
@@ -46,6 +47,7 @@ class ProjectConfig(StrictModel):
     monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="Monitoring.")
     backends: BackendsConfig = Field(default_factory=BackendsConfig, description="Backends.")
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Clusters elsewhere (rendered).")
+    _base_dir: Path | None = PrivateAttr(None)
 
     @model_validator(mode="before")
     @classmethod
@@ -112,6 +114,11 @@ class ProjectConfig(StrictModel):
                 raise ValueError(f"features.views.{i}.source: {v.source!r} is the label source")
             self._check_view_columns(i, v)
             for f in self.view_features(v):
+                if f in ("x_num", "x_cat", "y") and self.data.source(v.source).columns[f].is_text:
+                    raise ValueError(
+                        f"features.views.{i}: text feature {f!r} would share its name with a batch key"
+                        " (x_num, x_cat, y); rename the column"
+                    )
                 if f in seen:
                     raise ValueError(
                         f"features.views.{i}: feature {f!r} is also in view {seen[f]!r};"
@@ -135,6 +142,13 @@ class ProjectConfig(StrictModel):
         searchable = [f"{section}.{name}" for section, names in SEARCHABLE.items() for name in names]
         for key, dim in self.tune.space.items():
             where = f"tune.space.{key}"
+            if key.startswith("model.params."):
+                if not self.model.entrypoint:
+                    raise ValueError(
+                        f"{where}: `model.params.*` are an entrypoint model's arguments; the built-in MLP's"
+                        f" searchable parameters are: {searchable}"
+                    )
+                continue  # checked against the factory's signature when the entrypoint is imported
             section, _, name = key.partition(".")
             section_model: BaseModel | None = getattr(self, section, None) if section in SEARCHABLE else None
             if section_model is None or name not in type(section_model).model_fields:
@@ -172,12 +186,35 @@ class ProjectConfig(StrictModel):
 
     def feature_dtypes(self) -> dict[str, ColumnType]:
         """Every served feature and its logical type, in view order."""
-        out: dict[str, ColumnType] = {}
+        return {f: spec.dtype for f, spec in self.feature_specs().items()}
+
+    def feature_specs(self) -> dict[str, ColumnSpec]:
+        """Every served feature and its column spec (type, and `kind: text` …), in view order."""
+        out: dict[str, ColumnSpec] = {}
         for v in self.features.views:
             cols = self.data.source(v.source).columns
             for f in self.view_features(v):
-                out[f] = cols[f].dtype
+                out[f] = cols[f]
         return out
+
+    def text_features(self) -> list[str]:
+        """The features declared ``kind: text``."""
+        return [f for f, spec in self.feature_specs().items() if spec.is_text]
+
+    @property
+    def base_dir(self) -> Path | None:
+        """The folder of the config file this was loaded from (``None`` when built in code)."""
+        return self._base_dir
+
+    def with_base_dir(self, base: Path | None) -> ProjectConfig:
+        self._base_dir = base
+        return self
+
+    def __eq__(self, other: object) -> bool:
+        # The same settings are the same config, wherever its file was read from.
+        return isinstance(other, ProjectConfig) and self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]
 
     @property
     def feature_service_name(self) -> str:

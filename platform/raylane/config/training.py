@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     Field,
+    ValidationInfo,
     model_validator,
 )
 
@@ -18,11 +22,38 @@ MAX_WIDTH = 16384  # a layer or embedding wider than this is a typo (or a hostil
 MAX_LAYERS = 64
 
 
+_BUILTIN_FIELDS = ("hidden_layers", "dropout", "activation", "embedding_dim")
+
+
+def _resolve_entrypoint(value: str | None, info: ValidationInfo) -> str | None:
+    # A file entrypoint resolves against the config's folder, like every path in the config.
+    if not value:
+        return value
+    target, sep, attr = value.rpartition(":")
+    if sep and (target.endswith(".py") or "/" in target or "\\" in target):
+        path = Path(target).expanduser()
+        base = (info.context or {}).get("base_dir")
+        if not path.is_absolute() and base is not None:
+            path = Path(base) / path
+        if path.is_absolute():
+            return f"{os.path.normpath(path)}:{attr}"
+    return value
+
+
 class ModelConfig(StrictModel):
-    """The model: task and shape. One torch MLP for tabular features."""
+    """The model: the task, and the built-in tabular MLP's shape or your own torch module (`entrypoint`)."""
 
     task: Literal["binary", "multiclass", "regression"] = Field(description="Drives loss, output and metrics.")
     num_classes: int | None = Field(None, ge=2, description="Classes for `multiclass`; inferred when omitted.")
+    entrypoint: Annotated[str | None, AfterValidator(_resolve_entrypoint)] = Field(
+        None,
+        description="Your own model: `path/to/file.py:Factory` (relative to the config's folder) or"
+        " `package.module:Factory`, called as `Factory(inputs, **model.params)` (docs/models.md). The"
+        " built-in MLP (`hidden_layers` …) when omitted.",
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments for `entrypoint` (sweepable as `model.params.<name>`)."
+    )
     hidden_layers: list[Annotated[int, Field(ge=1, le=MAX_WIDTH)]] = Field(
         default_factory=lambda: [64, 32], max_length=MAX_LAYERS, description="Hidden layer widths."
     )
@@ -32,6 +63,24 @@ class ModelConfig(StrictModel):
     max_categories: int = Field(
         50, ge=1, description="Most frequent categories kept per column; others share the unseen bucket."
     )
+
+    @model_validator(mode="after")
+    def _check_entrypoint(self) -> ModelConfig:
+        if self.entrypoint is None:
+            if self.params:
+                raise ValueError(
+                    "`params` is for `entrypoint` models; the built-in MLP takes"
+                    f" {', '.join(_BUILTIN_FIELDS)} as fields of `model`"
+                )
+            return self
+        fields = type(self).model_fields
+        builtin = [f for f in _BUILTIN_FIELDS if getattr(self, f) != fields[f].get_default(call_default_factory=True)]
+        if builtin:
+            raise ValueError(
+                f"`{builtin[0]}` shapes the built-in MLP, which `entrypoint` replaces;"
+                f" put your model's arguments under `model.params`"
+            )
+        return self
 
 
 class ValidationSplit(StrictModel):
