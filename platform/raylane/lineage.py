@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["RUN_PREFIX", "Lineage", "Tag", "code_version", "data_fingerprint", "ray_ids"]
+__all__ = ["RUN_PREFIX", "Lineage", "Tag", "code_version", "data_fingerprint", "project_version", "ray_ids"]
 
 RUN_PREFIX = "raylane."
 
@@ -49,8 +49,10 @@ class Tag:
 class Lineage:
     """What one model was made from. Every field is a string, as MLflow tags are; '' when unknown."""
 
-    git_sha: str = ""
+    git_sha: str = ""  # the project's commit: the repository that holds the config and the model code
     git_dirty: str = ""
+    raylane_version: str = ""
+    model_code_hash: str = ""  # sha256 of the model's logged source ('' for the built-in MLP)
     config_hash: str = ""
     data_views: str = ""
     data_rows: str = ""
@@ -79,8 +81,16 @@ class Lineage:
         return dataclasses.replace(self, **changes)
 
 
+def project_version(cfg: Any) -> dict[str, str]:
+    """The project's git commit and dirty flag (the repository of the config's folder, else of the
+    current folder) and raylane's version."""
+    from raylane._version import __version__
+
+    return {**code_version(cfg.base_dir or Path.cwd()), "raylane_version": __version__}
+
+
 def code_version(where: Path | None = None) -> dict[str, str]:
-    """The git commit of the code and whether the work tree had uncommitted changes."""
+    """The git commit of the code at ``where`` and whether the work tree had uncommitted changes."""
     cwd = str(where or Path(__file__).resolve().parent)
 
     def git(*args: str) -> str | None:

@@ -130,13 +130,17 @@ class _Steps:
             return {"config": _sections(cfg, "entity", "features", "backends.feast"), "after": previous}
         if name == "train":
             from raylane._version import __version__
-            from raylane.lineage import code_version
+            from raylane.contract import ModelCode
+            from raylane.lineage import code_version, project_version
 
             sections = ["data.labels", "model", "train", "registry", *(["tune"] if self.sweep else [])]
+            entry = cfg.model.entrypoint
             return {
                 "config": _sections(cfg, *sections),
                 "trainer": "sweep" if self.sweep else "train",
                 "code": {"raylane": __version__, **code_version()},
+                "project": project_version(cfg),
+                "model_code": ModelCode.capture(entry, cfg.base_dir).hash if entry else "",
                 "after": previous,
             }
         # What is served depends on the champion and the config, not on how the champion was made:

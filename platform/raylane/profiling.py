@@ -8,6 +8,11 @@ whylogs 1.6 fails on pandas ``string`` and ``datetime64`` columns (``np.unicode_
 numpy 2). `profile` converts those columns first: strings to ``object``, times to int64 epoch
 microseconds. Every profile in raylane goes through here.
 
+A text feature (``kind: text``) is profiled by its statistics, not its values: the column holds
+the value's number of tokens (null stays null) and ``<column>.chars`` its length in characters, so
+drift in text is drift in those distributions, at the size of two numeric columns (a categorical
+profile of free text would grow with every distinct value).
+
 Distributions use whylogs' standard KLL sketch (k=256), not its large one (k=1024, whylogs'
 default): a profile's size then stops growing by about 10k rows per column (the monitor merges
 millions of rows into one window at a flat size), at a quantile rank error of about 1 %, far
@@ -20,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["profile", "whylogs_safe"]
+__all__ = ["profile", "text_statistics", "whylogs_safe"]
 
 
 def whylogs_safe(frame: pd.DataFrame) -> pd.DataFrame:
@@ -40,11 +45,26 @@ def whylogs_safe(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, index=frame.index)
 
 
-def profile(frame: pd.DataFrame) -> Any:
-    """A whylogs ``DatasetProfileView`` of ``frame``."""
+def text_statistics(frame: pd.DataFrame, text: list[str]) -> pd.DataFrame:
+    """``frame`` with each text column replaced by its token count, and ``<column>.chars`` beside it."""
+    from raylane.preprocess import tokenize
+
+    out = frame.copy()
+    for col in text:
+        values = frame[col].tolist()
+        null = [v is None or (isinstance(v, float) and v != v) for v in values]
+        out[col] = [float("nan") if n else float(len(tokenize(v))) for v, n in zip(values, null, strict=True)]
+        out[f"{col}.chars"] = [float("nan") if n else float(len(str(v))) for v, n in zip(values, null, strict=True)]
+    return out
+
+
+def profile(frame: pd.DataFrame, text: list[str] | None = None) -> Any:
+    """A whylogs ``DatasetProfileView`` of ``frame``; ``text`` names its text columns."""
     import whylogs as why
     from whylogs.core.metrics.metrics import MetricConfig
     from whylogs.core.schema import DatasetSchema
 
     schema = DatasetSchema(default_configs=MetricConfig(large_kll_k=False))
+    if text:
+        frame = text_statistics(frame, text)
     return why.log(whylogs_safe(frame), schema=schema).view()

@@ -56,24 +56,34 @@ def example_project(
     size: str = "tiny",
     overrides: list[str] | None = None,
     config: Path | None = None,
+    example: str = "churn",
     **spec: Any,
 ) -> ProjectConfig:
-    """Generate the churn example's raw data under ``root/data`` and load its config with storage
-    under ``root/store``.
+    """Generate an example's raw data under ``root/data`` and load its config with storage under
+    ``root/store``. The tickets example's config and model code are copied to ``root/project``
+    first (a test may edit the model file without touching the checkout).
 
     Args:
         root: An empty folder (a pytest ``tmp_path``).
-        size: A size of `raylane.examples.churn.SIZES`.
+        size: A size of the example's ``SIZES``.
         overrides: ``a.b=c`` config overrides.
         config: The config to load; the example's when omitted.
-        **spec: Fields of `ChurnDataSpec` to change (``seed``, ``drift_start_day``…).
+        example: ``churn`` or ``tickets``.
+        **spec: Fields of the example's data spec to change (``seed``, ``drift_start_day``…).
     """
-    from raylane.examples.churn import SIZES, write
+    from raylane.examples import churn, tickets
 
+    module: Any = {"churn": churn, "tickets": tickets}[example]
     data = root / "data"
-    write(replace(SIZES[size], **spec), data)
-    env = {**os.environ, "CHURN_DATA": str(data), "RAYLANE_STORAGE": str(root / "store")}
-    return load_config(config or example_config_path(), overrides or [], env=env)
+    module.write(replace(module.SIZES[size], **spec), data)
+    env = {**os.environ, f"{example.upper()}_DATA": str(data), "RAYLANE_STORAGE": str(root / "store")}
+    source = example_config_path().with_name(f"{example}.yaml")
+    if config is None and example == "tickets":
+        project = root / "project"
+        shutil.copytree(source.parent / "models", project / "models")
+        config = project / "tickets.yaml"
+        shutil.copy(source, config)
+    return load_config(config or source, overrides or [], env=env)
 
 
 def free_port() -> int:

@@ -57,10 +57,15 @@ SetOpt = Annotated[
 ]
 
 
-def load(config: Path, overrides: list[str] | None) -> ProjectConfig:
+def load(config: Path, overrides: list[str] | None, *, model: bool = False) -> ProjectConfig:
     """The project config at ``config`` with the ``--set`` overrides applied; its storage root
-    exists, private to its owner."""
+    exists, private to its owner. ``model``: the command trains, so ``model.entrypoint`` is
+    imported and probed first (a broken model fails before anything is written)."""
     cfg = load_config(config, overrides or [])
+    if model:
+        from raylane.contract import check_entrypoint
+
+        check_entrypoint(cfg)
     cfg.private_storage()
     return cfg
 

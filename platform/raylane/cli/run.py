@@ -54,7 +54,7 @@ def run_cmd(
     With the embedded Ray a run that deploys keeps serving in the foreground (Ctrl-C stops it)."""
     from raylane.pipeline import STEPS, run_pipeline
 
-    cfg = load(config, set_)
+    cfg = load(config, set_, model=True)
     local = embedded(cfg)
     with steps() as step, on_ray(cfg):
         try:
@@ -74,32 +74,48 @@ def run_cmd(
 
 @demo_app.command("data")
 def demo_data(
-    output: Annotated[Path, typer.Option("--out", "-o", help="Folder for the raw files.")] = Path("data/churn"),
-    size: Annotated[str, typer.Option(help="tiny | small | medium | large.")] = "small",
+    example: Annotated[
+        str, typer.Option(help="churn (binary, tabular) | tickets (multiclass, text, your own model).")
+    ] = "churn",
+    output: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Folder for the raw files (default: data/<example>).")
+    ] = None,
+    size: Annotated[str, typer.Option(help="tiny | small | medium | large (churn).")] = "small",
     seed: Annotated[int | None, typer.Option(help="Random seed (the size's default when omitted).")] = None,
     drift_start_day: Annotated[
         int | None, typer.Option(help="Day from which features and labels drift; none when omitted.")
     ] = None,
-    drift_strength: Annotated[float, typer.Option(help="How strong the drift is.")] = 1.0,
-    customers: Annotated[int | None, typer.Option(help="Override the size's customer count.")] = None,
-    labels: Annotated[int | None, typer.Option(help="Override the size's label count.")] = None,
+    drift_strength: Annotated[float, typer.Option(help="How strong the drift is (churn).")] = 1.0,
+    customers: Annotated[int | None, typer.Option(help="Override the size's customer count (churn).")] = None,
+    labels: Annotated[int | None, typer.Option(help="Override the size's label (ticket) count.")] = None,
 ) -> None:
-    """Generate the churn example's raw sources (deterministic for a given seed)."""
+    """Generate an example's raw sources (deterministic for a given seed): churn for configs/churn.yaml,
+    tickets for configs/tickets.yaml."""
     from dataclasses import replace
 
-    from raylane.examples.churn import SIZES, write
+    from raylane.examples import churn, tickets
 
-    if size not in SIZES:
-        raise UserError(f"--size {size!r} is not a size", fix=f"use one of {', '.join(SIZES)}")
-    changes: dict[str, Any] = {"drift_start_day": drift_start_day, "drift_strength": drift_strength}
-    for name, value in (("seed", seed), ("customers", customers), ("labels", labels)):
+    generators: dict[str, Any] = {"churn": churn, "tickets": tickets}
+    if example not in generators:
+        raise UserError(f"--example {example!r} is not an example", fix=f"use one of {', '.join(generators)}")
+    module = generators[example]
+    if size not in module.SIZES:
+        raise UserError(f"--size {size!r} is not a {example} size", fix=f"use one of {', '.join(module.SIZES)}")
+    changes: dict[str, Any] = {"drift_start_day": drift_start_day}
+    if example == "churn":
+        changes["drift_strength"] = drift_strength
+    elif customers is not None:
+        raise UserError("--customers is for the churn example", fix="use --labels for the number of tickets")
+    count = "labels" if example == "churn" else "tickets"
+    for name, value in (("seed", seed), ("customers", customers), (count, labels)):
         if value is not None:
             changes[name] = value
-    spec = replace(SIZES[size], **changes)
+    spec = replace(module.SIZES[size], **changes)
     started = time.perf_counter()
-    paths = write(spec, output)
+    paths = module.write(spec, output or Path("data") / example)
     table = Table(
-        title=f"churn data ({size}, seed {spec.seed}) in {time.perf_counter() - started:.1f}s", title_justify="left"
+        title=f"{example} data ({size}, seed {spec.seed}) in {time.perf_counter() - started:.1f}s",
+        title_justify="left",
     )
     table.add_column("table")
     table.add_column("file")

@@ -40,7 +40,7 @@ def train_cmd(
     no_register: Annotated[bool, typer.Option("--no-register", help="Train and track only.")] = False,
 ) -> None:
     """Train on Ray Train, track in MLflow, register a challenger and run the promotion gate."""
-    cfg = load(config, set_)
+    cfg = load(config, set_, model=reproduce is None)
     if reproduce is not None:
         _reproduce(cfg, reproduce)
         return
@@ -98,7 +98,8 @@ def _reproduce(cfg: ProjectConfig, ref: str) -> None:
         f"code: {'same commit' if rep.same_code else 'different commit'} "
         f"({(rep.lineage_then.git_sha or '?')[:12]} → {(rep.lineage_now.git_sha or '?')[:12]}); "
         f"data: {'same' if rep.same_data else 'changed'} (hash {rep.lineage_then.data_hash or None} → "
-        f"{rep.lineage_now.data_hash or None})",
+        f"{rep.lineage_now.data_hash or None}); model code: the version's logged copy"
+        f" ({(rep.lineage_then.model_code_hash or 'built-in')[:12]})",
         soft_wrap=True,
     )
     if not rep.matches:
@@ -135,7 +136,7 @@ def sweep_cmd(
     trial as a nested MLflow run, and register the best model through the promotion gate."""
     from raylane.sweep import sweep
 
-    cfg = load(config, set_)
+    cfg = load(config, set_, model=True)
     with steps() as step, on_ray(cfg):
         result = sweep(
             cfg,

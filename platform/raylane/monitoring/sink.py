@@ -86,7 +86,7 @@ class ProfileSink:
         from raylane.profiling import profile
 
         frame = pd.DataFrame.from_records(rows, columns=[*self.features, "prediction"])
-        return bytes(profile(frame).serialize())
+        return bytes(profile(frame, text=self.cfg.text_features()).serialize())
 
     def _send(self) -> int:
         import ray

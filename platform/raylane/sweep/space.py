@@ -40,10 +40,13 @@ def trial_config(cfg: ProjectConfig, params: dict[str, Any]) -> ProjectConfig:
     """The project config of one trial: the sampled parameters applied, ``scheduler.max_t`` epochs."""
     doc = cfg.model_dump(mode="json")
     for key, value in params.items():
-        section, _, name = key.partition(".")
-        doc[section][name] = value
+        *parents, name = key.split(".")  # train.learning_rate, model.params.hidden
+        node = doc
+        for part in parents:
+            node = node[part]
+        node[name] = value
     doc["train"]["epochs"] = cfg.tune.scheduler.max_t
-    return ProjectConfig.model_validate(doc)
+    return ProjectConfig.model_validate(doc).with_base_dir(cfg.base_dir)
 
 
 def planned_trials(cfg: ProjectConfig) -> int:

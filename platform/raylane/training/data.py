@@ -15,9 +15,10 @@ from typing import Any
 import pandas as pd
 
 from raylane.config import ProjectConfig
+from raylane.contract import ModelCode, check_entrypoint
 from raylane.errors import ClusterError
 from raylane.features import FeatureRepo
-from raylane.lineage import Lineage, code_version, data_fingerprint, ray_ids
+from raylane.lineage import Lineage, data_fingerprint, project_version, ray_ids
 from raylane.model import primary_metric
 from raylane.preprocess import Preprocessor, fit_preprocessor
 from raylane.timing import Stopwatch
@@ -38,6 +39,7 @@ class Prepared:
     lineage: Lineage
     metric: str
     mode: str
+    code: ModelCode | None = None  # the model's source, captured once (None: the built-in MLP)
 
 
 def check_resources(cfg: ProjectConfig) -> None:
@@ -97,14 +99,24 @@ def holdout_frame(cfg: ProjectConfig) -> pd.DataFrame:
 
 
 def prepare(
-    cfg: ProjectConfig, *, step: Callable[[str], object] = lambda _: None, timer: Stopwatch | None = None
+    cfg: ProjectConfig,
+    *,
+    step: Callable[[str], object] = lambda _: None,
+    timer: Stopwatch | None = None,
+    code: ModelCode | None = None,
 ) -> Prepared:
     """Build the point-in-time training set, split it, fit preprocessing on the training split and
     apply it with Ray Data. Deterministic for a given config and data (a resumed sweep gets the same).
-    ``timer`` gets the stages: training set, fingerprint, preprocessing."""
+    ``timer`` gets the stages: training set, fingerprint, preprocessing.
+
+    Args:
+        code: The model's code to train (a registered version's, to reproduce it); captured from
+            ``model.entrypoint`` in the working tree when omitted.
+    """
     import ray
 
     timer = timer or Stopwatch()
+    code = check_entrypoint(cfg, code)  # before any work: a broken model fails in a second
     check_resources(cfg)
     ray.data.DataContext.get_current().execution_options.preserve_order = True  # reproducible splits
     step("building the training set (Feast, point-in-time)")
@@ -115,7 +127,8 @@ def prepare(
     views = [v.name for v in cfg.features.views]
     with timer.stage("fingerprint"):
         lineage = Lineage(
-            **code_version(),
+            **project_version(cfg),
+            model_code_hash=code.hash if code is not None else "",
             config_hash=cfg.fingerprint(),
             **data_fingerprint(ds, label_time=label_time, views=views),
             **ray_ids(),
@@ -125,10 +138,16 @@ def prepare(
     with timer.stage("preprocessing"):
         train_raw, val_raw = split(cfg, ds)
         dtypes = cfg.feature_dtypes()
+        specs = cfg.feature_specs()
         pre = fit_preprocessor(
-            train_raw, dtypes=dtypes, label=label, task=cfg.model.task, max_categories=cfg.model.max_categories
+            train_raw,
+            dtypes=dtypes,
+            label=label,
+            task=cfg.model.task,
+            max_categories=cfg.model.max_categories,
+            text={f: (s.text_vocab, s.text_length) for f, s in specs.items() if s.is_text},
         )
         train_ds = train_raw.map_batches(pre.batch, batch_format="pandas").materialize()
         val_ds = val_raw.map_batches(pre.batch, batch_format="pandas").materialize()
     metric, mode = primary_metric(cfg.model.task, cfg.registry.promotion.metric)
-    return Prepared(train_raw, val_raw, train_ds, val_ds, pre, list(dtypes), lineage, metric, mode)
+    return Prepared(train_raw, val_raw, train_ds, val_ds, pre, list(dtypes), lineage, metric, mode, code)

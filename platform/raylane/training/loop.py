@@ -70,6 +70,7 @@ class _Worker:
         from mlflow import MlflowClient
 
         from raylane.config import ModelConfig
+        from raylane.contract import ModelCode
         from raylane.model import loss_fn
 
         self.config = config
@@ -79,7 +80,10 @@ class _Worker:
         torch.manual_seed(self.seed + self.rank)
         np.random.seed(self.seed + self.rank)
         self.pre = Preprocessor.from_json(config["pre"])
-        self.bundle = ModelBundle.create(ModelConfig.model_validate(config["model"]), self.pre, config["features"])
+        code = ModelCode.from_dict(config["code"]) if config["code"] else None
+        self.bundle = ModelBundle.create(
+            ModelConfig.model_validate(config["model"]), self.pre, config["features"], config["params"], code
+        )
         optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
         self.opt = optimizers[config["optimizer"]](
             self.bundle.model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"]
@@ -130,8 +134,7 @@ class _Worker:
 
         if name not in self.cache:
             parts = list(self.shards[name].iter_torch_batches(batch_size=8192, device=self.device))
-            keys = ("x_num", "x_cat", "y")
-            self.cache[name] = {k: torch.cat([p[k] for p in parts]) for k in keys} if parts else {}
+            self.cache[name] = {k: torch.cat([p[k] for p in parts]) for k in parts[0]} if parts else {}
         return self.cache[name]
 
     def train_batches(self, epoch: int) -> Iterator[dict[str, Any]]:
@@ -166,14 +169,13 @@ class _Worker:
 
     def train_epoch(self, epoch: int) -> float:
         """One pass over the training shard; the mean training loss."""
-        from raylane.model import prepare_target
+        from raylane.model import compute_loss
 
         self.model.train()
         total, count = 0.0, 0
         for batch in self.train_batches(epoch):
-            logits = self.model(batch["x_num"], batch["x_cat"])
-            out, y = prepare_target(self.task, logits, batch["y"])
-            loss = self.criterion(out, y)
+            y = batch.pop("y")
+            loss = compute_loss(self.model, self.task, self.criterion, self.model(batch), y)
             self.opt.zero_grad()
             loss.backward()
             self.opt.step()
@@ -191,8 +193,9 @@ class _Worker:
         preds, ys = [], []
         with torch.no_grad():
             for batch in self.val_batches():
-                preds.append(predict_output(self.task, self.model(batch["x_num"], batch["x_cat"])).cpu().numpy())
-                ys.append(batch["y"].cpu().numpy())
+                y = batch.pop("y")
+                preds.append(predict_output(self.task, self.model(batch)).cpu().numpy())
+                ys.append(y.cpu().numpy())
         local = (np.concatenate(preds) if preds else np.zeros(0), np.concatenate(ys) if ys else np.zeros(0))
         pred_all, y_all = self._gather(local)
         if self.task == "regression":

@@ -42,6 +42,7 @@ class Reproduction:
 
     @property
     def same_code(self) -> bool:
+        """The same project commit; the model code is the version's own logged copy either way."""
         return self.lineage_then.git_sha == self.lineage_now.git_sha
 
     @property
@@ -63,9 +64,17 @@ def recorded_config(cfg: ProjectConfig, ref: str) -> tuple[ProjectConfig, Any, A
 
 
 def reproduce(cfg: ProjectConfig, ref: str, *, step: Callable[[str], object] = lambda _: None) -> Reproduction:
-    """Retrain ``ref`` from its recorded config (same seed, same data window) without registering."""
+    """Retrain ``ref`` from its recorded config and its logged model code (same seed, same data
+    window) without registering."""
     then_cfg, mv, run = recorded_config(cfg, ref)
     recorded = {k.removeprefix("holdout_"): v for k, v in run.data.metrics.items() if k.startswith("holdout_")}
     then = Lineage.from_tags(run.data.tags, RUN_PREFIX)
-    result = train(then_cfg, register=False, step=step, extra_tags={Tag.REPRODUCES: f"{mv.name}/{mv.version}"})
+    code = Registry(cfg).load_bundle(str(mv.version)).code  # the logged model code, not the working tree's
+    result = train(
+        then_cfg.with_base_dir(cfg.base_dir),
+        register=False,
+        step=step,
+        code=code,
+        extra_tags={Tag.REPRODUCES: f"{mv.name}/{mv.version}"},
+    )
     return Reproduction(f"{mv.name}/{mv.version}", recorded, result.metrics, then, result.lineage)

@@ -68,11 +68,13 @@ def flat_params(cfg: ProjectConfig) -> dict[str, Any]:
     return out
 
 
-def log_model(bundle: ModelBundle, train_raw: Any, features: list[str]) -> str:
-    """Log the bundle as an MLflow pyfunc (model from code) with signature, input example and
-    whylogs reference profiles of the training features and of the predictions on them."""
+def log_model(bundle: ModelBundle, train_raw: Any, features: list[str], specs: dict[str, Any]) -> str:
+    """Log the bundle (its code included) as an MLflow pyfunc (model from code) with signature,
+    input example and whylogs reference profiles of the training features and of the predictions
+    on them. ``specs``: each feature's column spec (its dtype and kind)."""
     import mlflow
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema
 
     from raylane.profiling import profile
 
@@ -83,28 +85,31 @@ def log_model(bundle: ModelBundle, train_raw: Any, features: list[str]) -> str:
         folder = bundle.save(Path(tmp) / "bundle")
         reference = frame.copy()
         reference["prediction"] = pred.argmax(1) if pred.ndim == 2 else pred
-        (Path(tmp) / "reference_profile.bin").write_bytes(profile(reference).serialize())
+        text = [f for f in features if specs[f].is_text]
+        (Path(tmp) / "reference_profile.bin").write_bytes(profile(reference, text=text).serialize())
         mlflow.log_artifact(str(Path(tmp) / "reference_profile.bin"), artifact_path="monitoring")
-        example = plain_dtypes(frame.head(5))
+        example = frame.head(5).astype({f: object for f in features if specs[f].dtype in ("string", "bool")})
+        out_example = bundle.predict(example)
+        from mlflow.models import infer_signature
+
+        outputs = infer_signature(example, pd.DataFrame(out_example) if out_example.ndim == 2 else out_example).outputs
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(_PYFUNC),
             artifacts={"bundle": str(folder)},
-            signature=infer_signature(example, bundle.predict(example)),
+            signature=ModelSignature(inputs=Schema([input_spec(f, specs[f].dtype) for f in features]), outputs=outputs),
             input_example=example,
             pip_requirements=["raylane", "torch", "pandas"],
         )
     return str(info.model_uri)
 
 
-def plain_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
-    """The frame with numpy dtypes for MLflow's signature: integers as float64 (a feature may be
-    null at inference, which an integer column cannot hold), strings as optional objects."""
-    out = {}
-    for name in frame.columns:
-        col = frame[name]
-        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
-            out[name] = col.astype("float64")
-        else:
-            out[name] = col.astype(object).where(col.notna(), None)
-    return pd.DataFrame(out, index=frame.index)
+def input_spec(name: str, dtype: str) -> Any:
+    """The MLflow column of one feature, optional (a feature may be null at inference) and typed so
+    that the data as it comes passes: an integer feature is ``any``, since MLflow has no integer
+    type that holds nulls and ``double`` refuses an int64 column (raylane coerces it itself);
+    floats are ``double``, strings ``string``, booleans ``boolean``."""
+    from mlflow.types.schema import AnyType, ColSpec
+
+    kinds: dict[str, Any] = {"int64": AnyType(), "float64": "double", "string": "string", "bool": "boolean"}
+    return ColSpec(kinds.get(dtype, AnyType()), name, required=False)

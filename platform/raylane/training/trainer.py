@@ -18,6 +18,7 @@ from typing import Any
 
 from raylane.bundle import ModelBundle
 from raylane.config import ProjectConfig
+from raylane.contract import ModelCode, factory_params
 from raylane.errors import RaylaneError
 from raylane.lineage import Lineage, Tag
 from raylane.model import metrics
@@ -100,6 +101,8 @@ def _loop_config(
         "seed": cfg.train.seed,
         "pre": prep.pre.to_json(),
         "model": cfg.model.model_dump(mode="json"),
+        "params": factory_params(cfg),  # a sweep trial's own
+        "code": prep.code.to_dict() if prep.code is not None else None,
         "features": prep.features,
         "optimizer": cfg.train.optimizer,
         "lr": cfg.train.learning_rate,
@@ -145,7 +148,7 @@ def finish(
     mlflow.log_metric("epochs_run", epochs)
     step("logging the model and reference profiles")
     with timer.stage("model logging"):
-        model_uri = log_model(bundle, prep.train_raw, prep.features)
+        model_uri = log_model(bundle, prep.train_raw, prep.features, cfg.feature_specs())
     result = TrainResult(run_id, scores, epochs, lineage=prep.lineage, history=history, timings=timer)
     if register:
         step("registering and gating")
@@ -172,6 +175,7 @@ def train(
     step: Callable[[str], object] = lambda _: None,
     extra_tags: dict[str, str] | None = None,
     timer: Stopwatch | None = None,
+    code: ModelCode | None = None,
     _faults: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train, track, register and gate one model. Needs Ray (see `raylane.runtime`).
@@ -184,6 +188,8 @@ def train(
         extra_tags: More MLflow run tags (e.g. the version being reproduced).
         timer: Gets every stage's seconds (the caller may have timed its own, e.g. starting Ray);
             the result's ``timings``, also logged to the run as ``time_<stage>_s`` metrics.
+        code: The model code to train (a registered version's, to reproduce it); the working
+            tree's ``model.entrypoint`` when omitted.
 
     Raises:
         ClusterError: the cluster can never satisfy ``train.*`` resources.
@@ -193,7 +199,7 @@ def train(
 
     started = time.perf_counter()
     timer = timer or Stopwatch()
-    prep = prepare(cfg, step=step, timer=timer)
+    prep = prepare(cfg, step=step, timer=timer, code=code)
     name = run_name or f"{cfg.project}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     with timer.stage("tracking setup"):
         experiment = ensure_experiment(cfg)
