@@ -3,16 +3,21 @@
 ``TicketNet(inputs, **model.params)`` reads each text column as a bag of token embeddings
 (``EmbeddingBag``, mean over the non-padding tokens), embeds each categorical column, and sends
 them with the numeric inputs through a small MLP to one logit per team. Its own ``loss`` adds
-label smoothing to the cross-entropy raylane would use.
+label smoothing to the cross-entropy raylane would use. ``train_loop`` is its own training loop.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from raylane import ModelInputs
+
+if TYPE_CHECKING:
+    from raylane.training import TrainContext
 
 
 class TicketNet(nn.Module):
@@ -49,3 +54,30 @@ class TicketNet(nn.Module):
     def loss(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         # target -100: a class the training split never saw (ignored, like raylane's default loss)
         return F.cross_entropy(outputs, target.long(), label_smoothing=self.label_smoothing, ignore_index=-100)
+
+
+def train_loop(ctx: TrainContext) -> None:
+    """The tickets example's own training loop (``train.loop``): raylane's epoch loop plus gradient
+    clipping and a cosine learning-rate schedule over the run's epochs.
+
+    ``ctx`` gives the prepared model, the optimizer, the batches and ``report``, which validates,
+    checkpoints, logs and early-stops; a resumed run starts at ``ctx.start_epoch``.
+    """
+    epochs = ctx.params["epochs"]
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(ctx.optimizer, T_max=epochs)
+    for _ in range(ctx.start_epoch):  # a resumed run continues the schedule where it was
+        schedule.step()
+    for epoch in ctx.epochs():
+        ctx.model.train()
+        total, count = 0.0, 0
+        for batch in ctx.train:
+            target = batch.pop("y")
+            loss = ctx.loss(ctx.model(batch), target)
+            ctx.optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(ctx.model.parameters(), max_norm=1.0)
+            ctx.optimizer.step()
+            total += float(loss.detach()) * len(target)
+            count += len(target)
+        schedule.step()
+        ctx.report({"train_loss": total / max(count, 1), "lr": schedule.get_last_lr()[0]}, epoch)

@@ -6,7 +6,9 @@ A bundle is a folder with
 - ``preprocessing.json``: the fitted `Preprocessor`,
 - ``spec.json``: the model config, the factory's params and the features,
 - ``code/``: for an entrypoint model, the model's source as it was at training time
-  (`raylane.contract.ModelCode`); loading imports this copy, never the working tree.
+  (`raylane.contract.ModelCode`); loading imports this copy, never the working tree,
+- ``loop/``: for a run with ``train.loop``, that loop's source (kept to reproduce the run; never
+  imported by loading).
 
 Training writes it into every checkpoint and logs it with the MLflow model; the promotion gate,
 ``raylane train --reproduce``, serving and batch scoring load it the same way.
@@ -15,6 +17,7 @@ Training writes it into every checkpoint and logs it with the MLflow model; the 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +56,7 @@ class ModelBundle:
     features: list[str]
     params: dict[str, Any]
     code: ModelCode | None = None
+    loop: ModelCode | None = None  # train.loop's source: stored for reproduction, not imported here
 
     @classmethod
     def create(
@@ -79,11 +83,14 @@ class ModelBundle:
             "params": self.params,
             "features": self.features,
             "code_hash": self.code_hash,
+            "loop_hash": self.loop.hash if self.loop is not None else "",
             "format": FORMAT,
         }
         (folder / "spec.json").write_text(json.dumps(spec, indent=1))
         if self.code is not None:
             self.code.save(folder / "code")
+        if self.loop is not None:
+            self.loop.save(folder / "loop")
         return folder
 
     @classmethod
@@ -114,21 +121,33 @@ class ModelBundle:
                 f" but model.pt has only {held:,} bytes; the artifact is damaged or not raylane's"
             )
         bundle = cls.create(model_cfg, pre, spec["features"], params, code)
+        if (folder / "loop").is_dir():
+            bundle.loop = ModelCode.load(folder / "loop")
+            if spec.get("loop_hash") and bundle.loop.hash != spec["loop_hash"]:
+                raise ValueError(f"{folder}: loop/ does not match the loop_hash in spec.json; the artifact was altered")
         state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
         bundle.model.load_state_dict(state)
         bundle.model.eval()
         return bundle
 
+    def to_best_device(self) -> None:
+        """Move the model to this process's GPU, when Ray gave it one (a Serve replica with
+        ``serve.resources.num_gpus``, a GPU batch worker); else it stays on the CPU."""
+        if torch.cuda.is_available() and os.environ.get("CUDA_VISIBLE_DEVICES", "") not in ("", "-1"):
+            self.model.to("cuda")
+
     def predict(self, frame: pd.DataFrame, batch_size: int = 8192) -> np.ndarray:
         """Predictions for a frame with the feature columns: P(class 1) for binary, class
-        probabilities for multiclass, values in label units for regression."""
+        probabilities for multiclass, values in label units for regression. Runs where the
+        model's weights are (CPU or GPU)."""
         self.model.eval()
+        device = next(iter(self.model.parameters()), torch.empty(0)).device
         outs = []
         with torch.no_grad():
             for start in range(0, len(frame), batch_size):
                 x = self.pre.transform(frame.iloc[start : start + batch_size])
-                logits = self.model({k: torch.from_numpy(v) for k, v in x.items()})
-                outs.append(predict_output(self.pre.task, logits).numpy())
+                logits = self.model({k: torch.from_numpy(v).to(device) for k, v in x.items()})
+                outs.append(predict_output(self.pre.task, logits).cpu().numpy())
         width = (len(self.pre.classes),) if self.pre.task == "multiclass" else ()
         pred = np.concatenate(outs) if outs else np.zeros((0, *width), dtype=np.float32)
         if self.pre.task == "regression":

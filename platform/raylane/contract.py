@@ -40,6 +40,7 @@ __all__ = [
     "TextInput",
     "accepted_params",
     "check_entrypoint",
+    "check_loop",
     "factory_params",
     "output_dim",
     "probe_inputs",
@@ -208,6 +209,31 @@ def check_entrypoint(cfg: ProjectConfig, code: ModelCode | None = None) -> Model
     inputs = probe_inputs(cfg)
     model = build(factory, inputs, params, where=where)
     check_output(model, inputs, where=where)
+    return code
+
+
+def check_loop(cfg: ProjectConfig, code: ModelCode | None = None) -> ModelCode | None:
+    """Import ``train.loop`` (or use ``code``) and check it can be called as ``loop(ctx)``.
+
+    Returns the captured code (``None`` for raylane's own epoch loop).
+
+    Raises:
+        ConfigError: naming the loop: a missing file, module or attribute, an import error, or a
+            function that cannot be called with one argument.
+    """
+    if code is None and not cfg.train.loop:
+        return None
+    code = code or ModelCode.capture(str(cfg.train.loop), cfg.base_dir, key="train.loop")
+    loop = code.factory()
+    try:
+        inspect.signature(loop).bind(object())
+    except TypeError:
+        raise ConfigError(
+            f"train.loop {code.origin or code.attr}: {code.attr} cannot be called as {code.attr}(ctx)",
+            fix="define it as `def train_loop(ctx):` (ctx: raylane.training.TrainContext, docs/models.md)",
+        ) from None
+    except ValueError:  # a builtin without a signature: called as it is
+        pass
     return code
 
 

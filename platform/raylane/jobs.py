@@ -1,8 +1,9 @@
-"""Ray Job Submission of raylane's allow-listed entrypoints.
+"""Ray Job Submission of raylane's allow-listed entrypoints and the project's declared jobs.
 
 A job runs one of the scripts in ``jobs/`` (``pipeline``, ``train``, ``sweep``, ``retrain``,
-``materialize``), never a command line from the user: the entrypoint is built here from the
-script's fixed name, the config and the arguments, each quoted.
+``materialize``) or one the config declares under ``jobs:`` (a script inside the project's
+folder), never a command line from the user: the entrypoint is built here from the script's
+fixed name, the config and the arguments, each quoted.
 
 Two ways in:
 
@@ -50,6 +51,7 @@ __all__ = [
     "entrypoint",
     "job_address",
     "project_client",
+    "project_script",
     "submit",
     "submit_project_job",
 ]
@@ -76,12 +78,38 @@ def _jobs_dir() -> Path | None:
     return folder if folder.is_dir() else None
 
 
-def _check_name(name: str) -> None:
-    if name not in ENTRYPOINTS:
+def _check_name(name: str, cfg: ProjectConfig | None = None) -> None:
+    if name in ENTRYPOINTS or (cfg is not None and name in cfg.jobs):
+        return
+    declared = ", ".join(cfg.jobs) if cfg is not None and cfg.jobs else "none"
+    raise UserError(
+        f"{name!r} is not a raylane job entrypoint ({', '.join(ENTRYPOINTS)})"
+        + (f" nor one of the config's jobs ({declared})" if cfg is not None else ""),
+        fix="use one of those, or declare the script under `jobs:` in the config"
+        " (jobs run allow-listed scripts, never a command line)",
+    )
+
+
+def project_script(cfg: ProjectConfig, name: str) -> Path:
+    """The script of the config's job ``name``: a ``.py`` file inside the config's folder.
+
+    Raises:
+        UserError: a job that clashes with a raylane entrypoint, or a script outside the
+            project's folder or missing.
+    """
+    where = f"jobs.{name}.script"
+    if name in ENTRYPOINTS:
+        raise UserError(f"jobs.{name}: {name!r} is raylane's own entrypoint", fix="give the job another name")
+    base = (cfg.base_dir or Path.cwd()).resolve()
+    script = (base / cfg.jobs[name].script).resolve()
+    if not script.is_relative_to(base):
         raise UserError(
-            f"{name!r} is not a raylane job entrypoint",
-            fix=f"use one of {', '.join(ENTRYPOINTS)} (jobs run raylane's own scripts, never a command line)",
+            f"{where}: {cfg.jobs[name].script} is outside the project's folder {base}",
+            fix="keep the project's job scripts inside the config's folder (e.g. scripts/report.py)",
         )
+    if not script.is_file():
+        raise UserError(f"{where}: {script} does not exist", fix="give a .py file relative to the config's folder")
+    return script
 
 
 def _check_pip(cfg: ProjectConfig, pip: list[str]) -> None:
@@ -188,6 +216,10 @@ def submit_project_job(
 ) -> tuple[str, str]:
     """Submit an allow-listed job with ``cfg`` (resolved here) as its config; returns (job API, id).
 
+    ``name`` is one of raylane's `ENTRYPOINTS` or one of the config's ``jobs``: the script's folder
+    (its ``.py`` files) is the job's working directory, with the config beside the script, and
+    the job reserves the declared ``resources``.
+
     Args:
         extra: Arguments for the job's script after the config (each quoted; the script parses them).
         pip: Requirements the cluster installs for this job (Ray's ``runtime_env``): each one of
@@ -196,27 +228,44 @@ def submit_project_job(
     Raises:
         UserError: ``name`` is not allow-listed, or a requirement is not in ``backends.ray.job_pip``.
     """
-    _check_name(name)
+    from raylane.model_code import python_sources
+
+    _check_name(name, cfg)
     _check_pip(cfg, pip or [])
+    own = cfg.jobs.get(name) if name not in ENTRYPOINTS else None
+    resources: dict[str, Any] = {"entrypoint_num_cpus": 0}
+    if own is not None:
+        script = project_script(cfg, name)
+        resources = {
+            "entrypoint_num_cpus": own.resources.num_cpus,
+            "entrypoint_num_gpus": own.resources.num_gpus,
+            **({"entrypoint_memory": own.resources.memory} if own.resources.memory else {}),
+        }
     url, job_client = project_client(cfg, address)
     with tempfile.TemporaryDirectory(prefix="raylane-job-") as stage:
-        folder = _jobs_dir()
-        script = folder / f"{name}.py" if folder else None
-        if script is not None and script.is_file():
-            shutil.copy(script, Path(stage) / script.name)
-            head = ["python", script.name]
+        if own is not None:
+            for rel, text in python_sources(script.parent, f"jobs.{name}.script").items():
+                (Path(stage) / rel).parent.mkdir(parents=True, exist_ok=True)
+                (Path(stage) / rel).write_text(text)
+            head = ["python", script.name, CONFIG_NAME, *own.args]
         else:
-            head = ["python", "-m", "raylane", *_CLI.get(name, [name])]
+            folder = _jobs_dir()
+            builtin = folder / f"{name}.py" if folder else None
+            if builtin is not None and builtin.is_file():
+                shutil.copy(builtin, Path(stage) / builtin.name)
+                head = ["python", builtin.name, CONFIG_NAME]
+            else:
+                head = ["python", "-m", "raylane", *_CLI.get(name, [name]), CONFIG_NAME]
         (Path(stage) / CONFIG_NAME).write_text(json.dumps(cfg.model_dump(mode="json"), indent=1))
         runtime_env: dict[str, Any] = {"working_dir": stage, "env_vars": {"RAYLANE_JOB": name}}
         if pip:
             runtime_env["pip"] = list(pip)
         job_id = job_client.submit_job(
-            entrypoint=shlex.join([*head, CONFIG_NAME, *(extra or [])]),
+            entrypoint=shlex.join([*head, *(extra or [])]),
             runtime_env=runtime_env,
             submission_id=submission_id,
             metadata={Tag.JOB_ENTRYPOINT: name, Tag.JOB_PROJECT: cfg.project},
-            entrypoint_num_cpus=0,
+            **resources,
         )
     return url, str(job_id)
 

@@ -53,6 +53,7 @@ class Lineage:
     git_dirty: str = ""
     raylane_version: str = ""
     model_code_hash: str = ""  # sha256 of the model's logged source ('' for the built-in MLP)
+    train_loop_hash: str = ""  # sha256 of train.loop's logged source ('' for raylane's epoch loop)
     config_hash: str = ""
     data_views: str = ""
     data_rows: str = ""

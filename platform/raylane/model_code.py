@@ -24,7 +24,7 @@ from typing import Any
 
 from raylane.errors import ConfigError
 
-__all__ = ["MAX_CODE_BYTES", "ModelCode", "first_line"]
+__all__ = ["MAX_CODE_BYTES", "ModelCode", "first_line", "python_sources"]
 
 MAX_CODE_BYTES = 5 << 20
 """The most ``.py`` source a model's code folder may hold (it is logged with every model)."""
@@ -40,6 +40,7 @@ class ModelCode:
     module: str
     attr: str
     origin: str = ""  # where it was captured from (for messages): the entrypoint as configured
+    key: str = "model.entrypoint"  # the config field it came from (for messages): or `train.loop`
 
     @property
     def hash(self) -> str:
@@ -53,27 +54,27 @@ class ModelCode:
     # ----- capture, save, load
 
     @classmethod
-    def capture(cls, entrypoint: str, base_dir: Path | None) -> ModelCode:
+    def capture(cls, entrypoint: str, base_dir: Path | None, key: str = "model.entrypoint") -> ModelCode:
         """The source behind ``entrypoint`` as it is now in the working tree (or the installed package).
 
         Raises:
             ConfigError: a malformed entrypoint, a missing file or module, or too much code.
         """
-        target, attr = _split(entrypoint)
+        target, attr = _split(entrypoint, key)
         if target.endswith(".py") or "/" in target or "\\" in target:
             file = Path(target).expanduser()
             if not file.is_absolute() and base_dir is not None:
                 file = base_dir / file
             if not file.is_file():
                 raise ConfigError(
-                    f"model.entrypoint: file {file} does not exist",
+                    f"{key}: file {file} does not exist",
                     fix="give a .py file relative to the config's folder, e.g. models/net.py:MyNet",
                 )
             root, module = file.resolve().parent, file.stem
         else:
-            root, module = _package_root(target, entrypoint)
-        files = _sources(root, entrypoint)
-        return cls(files, module, attr, origin=entrypoint)
+            root, module = _package_root(target, f"{key} {entrypoint}")
+        files = python_sources(root, f"{key} {entrypoint}")
+        return cls(files, module, attr, origin=entrypoint, key=key)
 
     def save(self, folder: Path) -> None:
         """Write the files under ``folder`` and ``entrypoint.json`` beside them."""
@@ -81,21 +82,29 @@ class ModelCode:
             path = folder / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
-        doc = {"module": self.module, "attr": self.attr, "origin": self.origin, "files": sorted(self.files)}
+        doc = {
+            "module": self.module,
+            "attr": self.attr,
+            "origin": self.origin,
+            "key": self.key,
+            "files": sorted(self.files),
+        }
         (folder / "entrypoint.json").write_text(json.dumps(doc, indent=1))
 
     @classmethod
     def load(cls, folder: Path) -> ModelCode:
         doc = json.loads((folder / "entrypoint.json").read_text())
         files = {rel: (folder / rel).read_text() for rel in doc["files"]}
-        return cls(files, doc["module"], doc["attr"], origin=doc.get("origin", ""))
+        return cls(files, doc["module"], doc["attr"], doc.get("origin", ""), doc.get("key", "model.entrypoint"))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"files": self.files, "module": self.module, "attr": self.attr, "origin": self.origin}
+        return {"files": self.files, "module": self.module, "attr": self.attr, "origin": self.origin, "key": self.key}
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> ModelCode:
-        return cls(dict(doc["files"]), doc["module"], doc["attr"], doc.get("origin", ""))
+        return cls(
+            dict(doc["files"]), doc["module"], doc["attr"], doc.get("origin", ""), doc.get("key", "model.entrypoint")
+        )
 
     # ----- import
 
@@ -126,35 +135,35 @@ class ModelCode:
             module = importlib.import_module(f"{package}.{self.module}")
         except Exception as exc:
             raise ConfigError(
-                f"model.entrypoint {where}: importing it failed: {first_line(exc)}",
+                f"{self.key} {where}: importing it failed: {first_line(exc)}",
                 fix="fix the error in the model's code (run the file with python to see it in full)",
             ) from exc
         found = getattr(module, self.attr, None)
         if found is None:
             names = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
             raise ConfigError(
-                f"model.entrypoint {where}: the module has no attribute {self.attr!r}",
+                f"{self.key} {where}: the module has no attribute {self.attr!r}",
                 fix=f"name one of its callables after the ':' ({', '.join(names[:12]) or 'it defines none'})",
             )
         if not callable(found):
             raise ConfigError(
-                f"model.entrypoint {where}: {self.attr!r} is not callable",
-                fix="point at a torch.nn.Module class or a function that returns one",
+                f"{self.key} {where}: {self.attr!r} is not callable",
+                fix="point at a function (for model.entrypoint: a torch.nn.Module class, or a function returning one)",
             )
         return found  # type: ignore[no-any-return]
 
 
-def _split(entrypoint: str) -> tuple[str, str]:
+def _split(entrypoint: str, key: str) -> tuple[str, str]:
     target, sep, attr = entrypoint.rpartition(":")
     if not sep or not target or not attr.isidentifier():
         raise ConfigError(
-            f"model.entrypoint: {entrypoint!r} is not `file.py:attr` or `package.module:attr`",
+            f"{key}: {entrypoint!r} is not `file.py:attr` or `package.module:attr`",
             fix="name the file (or module) and the factory, e.g. models/ticket_net.py:TicketNet",
         )
     return target, attr
 
 
-def _package_root(module: str, entrypoint: str) -> tuple[Path, str]:
+def _package_root(module: str, where: str) -> tuple[Path, str]:
     """The folder to capture for an importable module and the module's name relative to it."""
     try:
         spec = importlib.util.find_spec(module)
@@ -164,7 +173,7 @@ def _package_root(module: str, entrypoint: str) -> tuple[Path, str]:
         problem = "no such module"
     if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
         raise ConfigError(
-            f"model.entrypoint {entrypoint}: cannot import module {module!r} ({problem})",
+            f"{where}: cannot import module {module!r} ({problem})",
             fix="install the package that holds it, or give a file instead: path/to/file.py:attr",
         )
     top = module.split(".")[0]
@@ -175,7 +184,9 @@ def _package_root(module: str, entrypoint: str) -> tuple[Path, str]:
     return Path(next(iter(top_spec.submodule_search_locations))).parent, module
 
 
-def _sources(root: Path, entrypoint: str) -> dict[str, str]:
+def python_sources(root: Path, where: str) -> dict[str, str]:
+    """The ``.py`` files under ``root`` by relative path (caches, virtualenvs and hidden folders
+    skipped), at most `MAX_CODE_BYTES` in all; ``where`` names the config field in the error."""
     files: dict[str, str] = {}
     total = 0
     for path in sorted(_walk(root)):
@@ -184,9 +195,9 @@ def _sources(root: Path, entrypoint: str) -> dict[str, str]:
         total += len(text)
         if total > MAX_CODE_BYTES:
             raise ConfigError(
-                f"model.entrypoint {entrypoint}: {root} holds more than {MAX_CODE_BYTES >> 20} MB of .py files,"
+                f"{where}: {root} holds more than {MAX_CODE_BYTES >> 20} MB of .py files,"
                 " all of which would be logged with every model",
-                fix="keep the model's code in a folder of its own (e.g. models/) and point the entrypoint there",
+                fix="keep the code in a folder of its own (e.g. models/ or scripts/) and point the config there",
             )
         files[rel] = text
     return files

@@ -123,6 +123,25 @@ def test_only_allow_listed_entrypoints_run(env: Env, capsys: pytest.CaptureFixtu
     assert len(job_client.list_jobs()) == before  # nothing reached the cluster
 
 
+@pytest.mark.slow
+def test_a_declared_project_job_runs_and_writes_its_file(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """configs/churn.yaml's `jobs.label_report` reads the offline tables on the cluster and writes JSON."""
+    import json
+
+    out = env.cfg.storage_root / "reports" / "label_balance.json"
+    out.unlink(missing_ok=True)
+    code, text = _run(capsys, "job", "submit", env.config, "label_report", "--wait", "--job-id", "raylane-report-1")
+    assert code == 0, text
+    assert "label_report:" in text and "SUCCEEDED" in text, text  # the script's own log line, streamed
+    report = json.loads(out.read_text())
+    labels = pd.read_csv(env.cfg.data.source("labels").path)
+    assert 0 < report["rows"] <= len(labels) and 0 < report["positive_rate"] < 1
+    _, job_client = project_client(env.cfg)
+    info = job_client.get_job_info("raylane-report-1")
+    assert info.entrypoint.startswith("python label_report.py raylane-config.json --out")
+    assert info.entrypoint_num_cpus == 0.5  # the declared resources
+
+
 def _train_worker_nodes(env: Env, job_id: str) -> set[str]:
     """The nodes the Ray Train workers of a job ran on, from the cluster's state API."""
     from raylane.cluster import auth_headers

@@ -7,6 +7,7 @@ plain MLflow client would.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import httpx
@@ -115,9 +116,12 @@ def test_editing_the_model_file_changes_nothing_registered(tickets: tuple[Projec
     before = Registry(cfg).load_bundle(version).predict(frame)
     model_file = Path(str(cfg.model.entrypoint).rpartition(":")[0])
     original = model_file.read_text()
-    model_file.write_text(
-        original.replace("return self.head(torch.cat(parts, dim=1))", "return 0 * self.head(torch.cat(parts, dim=1))")
+    edited = original.replace(
+        "return self.head(torch.cat(parts, dim=1))", "return 0 * self.head(torch.cat(parts, dim=1))"
     )
+    edited = edited.replace("ctx.optimizer.step()", "raise RuntimeError('the edited loop ran')")  # train.loop too
+    assert edited.count("0 * self.head") == 1 and "the edited loop ran" in edited
+    model_file.write_text(edited)
     try:
         np.testing.assert_allclose(Registry(cfg).load_bundle(version).predict(frame), before, rtol=1e-6)
         uri = Registry(cfg).client.get_model_version_download_uri(cfg.model_name, version)
@@ -125,10 +129,34 @@ def test_editing_the_model_file_changes_nothing_registered(tickets: tuple[Projec
         rep = reproduce(cfg, f"{cfg.model_name}/{version}")
         assert rep.matches, (rep.recorded, rep.retrained)
         assert rep.lineage_now.model_code_hash == rep.lineage_then.model_code_hash
+        assert rep.lineage_now.train_loop_hash == rep.lineage_then.train_loop_hash != ""
     finally:
         model_file.write_text(original)
     lineage = Lineage.from_tags(Registry(cfg).version(version).tags)
     assert lineage.git_dirty in ("true", "false", "unknown") and lineage.git_sha
+
+
+def test_its_own_training_loop_resumes_after_a_killed_worker_and_registers(
+    tickets: tuple[ProjectConfig, TrainResult], tmp_path: Path
+) -> None:
+    from mlflow import MlflowClient
+
+    cfg, first = tickets
+    assert str(cfg.train.loop).endswith("ticket_net.py:train_loop")
+    assert len(first.lineage.train_loop_hash) == 64
+    marker = tmp_path / "crashed"
+    result = train(cfg, _faults={"epoch": 2, "marker": str(marker)})
+    assert marker.exists()  # the worker did die at the start of epoch 2
+    client = MlflowClient(cfg.mlflow_tracking_uri)
+    resumed = {m.step: m.value for m in client.get_metric_history(result.run_id, "resumed_from")}
+    # epochs 2 and 3 ran after restoring epoch 1's checkpoint (the dead worker's last async log may be lost)
+    assert {k: v for k, v in resumed.items() if k >= 2} == {2: 1, 3: 1}
+    assert all(v == -1 for k, v in resumed.items() if k < 2)
+    lr = {m.step: m.value for m in client.get_metric_history(result.run_id, "lr")}  # the loop's own metric
+    peak, epochs = cfg.train.learning_rate, cfg.train.epochs  # its cosine schedule, resumed in step:
+    assert lr[2] == pytest.approx(peak * (1 + math.cos(math.pi * 3 / epochs)) / 2, rel=1e-4)
+    assert result.version is not None and result.metrics["macro_f1"] >= 0.8
+    assert Registry(cfg).load_bundle(result.version).loop is not None  # logged to reproduce the run
 
 
 def test_the_monitor_profiles_text_by_its_statistics(tickets: tuple[ProjectConfig, TrainResult]) -> None:

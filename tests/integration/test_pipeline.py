@@ -30,7 +30,7 @@ def project(ray_runtime: object, tmp_path_factory: pytest.TempPathFactory) -> It
             "train.batch_size=128",
             "registry.promotion.floor=null",
             f"serve.port={free_port()}",
-            "serve.num_cpus_per_replica=0.25",
+            "serve.resources.num_cpus=0.25",
         ],
     )
     try:

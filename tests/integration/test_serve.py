@@ -54,7 +54,7 @@ def served(ray_runtime: object, tmp_path_factory: pytest.TempPathFactory) -> Ite
             "registry.promotion.floor=null",
             f"serve.port={free_port()}",
             f"serve.auth.api_key_env={KEY_ENV}",
-            "serve.num_cpus_per_replica=0.25",
+            "serve.resources.num_cpus=0.25",
             "serve.autoscaling.min_replicas=2",
             "serve.autoscaling.max_replicas=3",
             "serve.autoscaling.target_ongoing_requests=2",

@@ -52,7 +52,9 @@ def wrong_shape(inputs):
 """
 
 
-def _project(tmp_path: Path, model: dict[str, Any], code: str | None = GOOD) -> Path:
+def _project(
+    tmp_path: Path, model: dict[str, Any], code: str | None = GOOD, train: dict[str, Any] | None = None
+) -> Path:
     doc = {
         "project": "tix",
         "data": {
@@ -80,6 +82,7 @@ def _project(tmp_path: Path, model: dict[str, Any], code: str | None = GOOD) -> 
         "entity": {"name": "ticket", "join_key": "tid"},
         "features": {"views": [{"name": "v", "source": "t", "ttl": "7d"}]},
         "model": {"task": "multiclass", "num_classes": 3, **model},
+        **({"train": train} if train else {}),
     }
     if code is not None:
         (tmp_path / "models").mkdir(exist_ok=True)
@@ -152,6 +155,45 @@ def test_each_bad_entrypoint_is_exit_2_naming_it(
     target = model["entrypoint"].rpartition(":")[0] or model["entrypoint"]
     assert Path(target).name.split(".")[0] in text or "no_such_pkg" in text  # names the file or module
     assert not (tmp_path / ".raylane").exists()  # nothing written under the storage root
+
+
+LOOPS = (
+    GOOD
+    + """
+
+def my_loop(ctx):
+    pass
+
+
+def no_args():
+    pass
+
+
+LOOP = 3
+"""
+)
+BAD_LOOPS = [
+    ("missing file", "models/nope.py:my_loop", "train.loop: file", "nope.py does not exist"),
+    ("missing attribute", "models/net.py:my_lop", "train.loop", "has no attribute 'my_lop'"),
+    ("not callable", "models/net.py:LOOP", "train.loop", "'LOOP' is not callable"),
+    ("wrong signature", "models/net.py:no_args", "train.loop", "cannot be called as no_args(ctx)"),
+]
+
+
+@pytest.mark.parametrize(("case", "loop", "key", "needle"), BAD_LOOPS, ids=[b[0] for b in BAD_LOOPS])
+@pytest.mark.parametrize("command", ["validate", "train"])
+def test_each_bad_train_loop_is_exit_2_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str, loop: str, key: str, needle: str, command: str
+) -> None:
+    path = _project(tmp_path, {"entrypoint": "models/net.py:Net"}, LOOPS, train={"loop": loop})
+    args = ["config", "validate", str(path)] if command == "validate" else ["train", str(path)]
+    exit_code, text = _cli(capsys, *args)
+    assert exit_code == 2, text
+    assert needle in text and key in text and "fix:" in text and "Traceback" not in text, text
+    assert not (tmp_path / ".raylane").exists()
+    good = _project(tmp_path, {}, LOOPS, train={"loop": "models/net.py:my_loop"})
+    exit_code, text = _cli(capsys, "config", "validate", str(good))
+    assert exit_code == 0 and "training loop" in text and "net.py:my_loop" in text, text
 
 
 def test_params_rules_in_the_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

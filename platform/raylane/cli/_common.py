@@ -63,9 +63,10 @@ def load(config: Path, overrides: list[str] | None, *, model: bool = False) -> P
     imported and probed first (a broken model fails before anything is written)."""
     cfg = load_config(config, overrides or [])
     if model:
-        from raylane.contract import check_entrypoint
+        from raylane.contract import check_entrypoint, check_loop
 
         check_entrypoint(cfg)
+        check_loop(cfg)
     cfg.private_storage()
     return cfg
 

@@ -19,12 +19,15 @@ config_app = typer.Typer(help="Validate, show and describe project configs.", no
 @config_app.command("validate")
 def config_validate(config: ConfigArg, set_: SetOpt = None) -> None:
     """Check a config; print what it declares. A ``model.entrypoint`` is imported and its model built
-    and run on a 2-row probe batch (no Ray started, nothing written)."""
-    from raylane.contract import check_entrypoint
+    and run on a 2-row probe batch, a ``train.loop`` imported (no Ray started, nothing written)."""
+    from raylane.contract import check_entrypoint, check_loop
 
     cfg = load_config(config, set_ or [])  # reads only: no storage root made
     code = check_entrypoint(cfg)
+    loop = check_loop(cfg)
     model = f"model {code.origin} ({len(code.files)} file(s) logged)" if code else "the built-in MLP"
+    if loop is not None:
+        model += f", training loop {loop.origin}"
     out.print(
         f"[green]✓[/] {config}: project [bold]{cfg.project}[/], {len(cfg.data.sources)} sources, "
         f"{len(cfg.features.views)} feature views, {len(cfg.feature_dtypes())} features, task {cfg.model.task},"

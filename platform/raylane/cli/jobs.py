@@ -70,7 +70,13 @@ def _job_info(job_client: Any, job_id: str) -> Any:
 def job_submit(
     ctx: typer.Context,
     config: ConfigArg,
-    name: Annotated[str, typer.Argument(metavar="ENTRYPOINT", help=f"One of: {', '.join(ENTRYPOINTS)}.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            metavar="ENTRYPOINT",
+            help=f"One of: {', '.join(ENTRYPOINTS)}, or a job the config declares under `jobs:`.",
+        ),
+    ],
     set_: SetOpt = None,
     address: AddressOpt = None,
     wait: Annotated[
@@ -87,7 +93,8 @@ def job_submit(
     ] = None,
     job_id: Annotated[str | None, typer.Option("--job-id", help="The submission id; Ray's when omitted.")] = None,
 ) -> None:
-    """Submit an allow-listed entrypoint as a Ray job, with this config (resolved here, --set applied).
+    """Submit an allow-listed entrypoint or one of the config's `jobs:` as a Ray job, with this config
+    (resolved here, --set applied).
 
     Arguments after `--` go to the job's script, e.g. `raylane job submit CONFIG sweep -- --resume`."""
     from raylane.jobs import project_client, submit_project_job

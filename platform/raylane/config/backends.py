@@ -220,3 +220,30 @@ class ClusterConfig(StrictModel):
     )
     kuberay: KubeRayConfig = Field(default_factory=KubeRayConfig, description="KubeRay.")
     launcher: LauncherConfig = Field(default_factory=LauncherConfig, description="Ray cluster launcher.")
+
+
+# --------------------------------------------------------------------------- the project's own jobs
+
+
+class JobResources(StrictModel):
+    """What a project job's script reserves on the cluster while it runs (Ray's entrypoint resources)."""
+
+    num_cpus: float = Field(0.0, ge=0, description="CPUs for the script's process (its Ray tasks reserve their own).")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs for the script's process.")
+    memory: int | None = Field(None, ge=1, description="Bytes of memory for the script's process.")
+
+
+class ProjectJob(StrictModel):
+    """A job script of the project's own: `raylane job submit CONFIG <name>` runs it on the cluster."""
+
+    script: str = Field(
+        pattern=r"^[^:]+\.py$",
+        description="A .py file inside the config's folder, relative to it. It runs as"
+        " `python <script> raylane-config.json <args>…` with the resolved config; the .py files of its"
+        " folder travel with it as the job's working directory.",
+    )
+    args: list[str] = Field(
+        default_factory=list, description="Arguments after the config, each passed as one (never through a shell)."
+    )
+    resources: JobResources = Field(default_factory=JobResources, description="What the script's process reserves.")
+    description: str = Field("", description="Free text, shown by `raylane job submit --help`-style listings.")

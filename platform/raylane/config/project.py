@@ -6,19 +6,20 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import (
     BaseModel,
     Field,
     PrivateAttr,
+    StringConstraints,
     ValidationError,
     model_validator,
 )
 
 from raylane.config._base import PROJECT_NAME, TASK_METRICS, ColumnType, ProjectPath, StrictModel
-from raylane.config.backends import BackendsConfig, ClusterConfig
+from raylane.config.backends import BackendsConfig, ClusterConfig, ProjectJob
 from raylane.config.data import ColumnSpec, DataConfig, EntityConfig, FeaturesConfig, FeatureViewConfig
 from raylane.config.serving import MonitorConfig, ServeConfig
 from raylane.config.training import SEARCHABLE, ModelConfig, RegistryConfig, TrainConfig, TuneConfig
@@ -47,6 +48,11 @@ class ProjectConfig(StrictModel):
     monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="Monitoring.")
     backends: BackendsConfig = Field(default_factory=BackendsConfig, description="Backends.")
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Clusters elsewhere (rendered).")
+    jobs: dict[Annotated[str, StringConstraints(pattern=PROJECT_NAME)], ProjectJob] = Field(
+        default_factory=dict,
+        description="The project's own job scripts by name, submitted like raylane's with"
+        " `raylane job submit CONFIG <name>` (only those declared here run).",
+    )
     _base_dir: Path | None = PrivateAttr(None)
 
     @model_validator(mode="before")

@@ -68,6 +68,25 @@ class AuthConfig(StrictModel):
         return self.api_key_env is not None or self.api_key_file is not None
 
 
+class ReplicaResources(StrictModel):
+    """What each model replica reserves on the cluster (Ray actor resources)."""
+
+    num_cpus: float = Field(0.5, gt=0, description="CPUs per replica.")
+    num_gpus: float = Field(
+        0.0, ge=0, description="GPUs per replica (fractions share one); the model runs on it. 0: CPU."
+    )
+    memory: int | None = Field(None, ge=1, description="Bytes of memory per replica; Ray's default when omitted.")
+
+    def actor_options(self) -> dict[str, float | int]:
+        """Ray's ``ray_actor_options`` for these resources."""
+        options: dict[str, float | int] = {"num_cpus": self.num_cpus}
+        if self.num_gpus:
+            options["num_gpus"] = self.num_gpus
+        if self.memory is not None:
+            options["memory"] = self.memory
+        return options
+
+
 class ServeConfig(StrictModel):
     """Ray Serve application."""
 
@@ -76,7 +95,9 @@ class ServeConfig(StrictModel):
     route_prefix: str = Field("/", description="Route prefix of the application.")
     max_ongoing_requests: int = Field(64, ge=1, description="Per replica; Ray's default of 5 throttles batching.")
     max_queued_requests: int = Field(256, ge=1, description="Beyond this, 503 with Retry-After.")
-    num_cpus_per_replica: float = Field(0.5, gt=0, description="CPUs each model replica reserves.")
+    resources: ReplicaResources = Field(
+        default_factory=ReplicaResources, description="What each model replica reserves (CPUs, GPUs, memory)."
+    )
     autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig, description="Autoscaling.")
     batching: BatchingConfig = Field(default_factory=BatchingConfig, description="Batching.")
     auth: AuthConfig = Field(default_factory=AuthConfig, description="API key authentication.")

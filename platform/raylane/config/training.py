@@ -122,6 +122,12 @@ class TrainConfig(StrictModel):
         " reshuffled every epoch); turn off for shards larger than a worker's memory (streams from Ray Data).",
     )
     checkpoints_to_keep: int = Field(2, ge=1, description="Checkpoints kept per run.")
+    loop: Annotated[str | None, AfterValidator(_resolve_entrypoint)] = Field(
+        None,
+        description="Your own training loop: `path/to/file.py:train_loop` (relative to the config's folder) or"
+        " `package.module:train_loop`, called as `train_loop(ctx)` with a `raylane.training.TrainContext` inside"
+        " the same Ray Train run (docs/models.md). raylane's epoch loop when omitted.",
+    )
 
 
 class ParamSpace(StrictModel):

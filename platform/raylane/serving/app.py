@@ -140,6 +140,7 @@ class Predictor:
 
     def _load(self, mv: Any) -> LoadedModel:
         bundle = self.registry.load_bundle(str(mv.version))
+        bundle.to_best_device()  # the replica's GPU when serve.resources.num_gpus gave it one
         missing = sorted(set(bundle.features) - set(self.feature_names))
         if missing:
             raise RuntimeError(f"model version {mv.version} needs features the project no longer serves: {missing}")

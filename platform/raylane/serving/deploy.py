@@ -115,7 +115,7 @@ def deployment_options(cfg: ProjectConfig) -> dict[str, Any]:
             "downscale_delay_s": a.downscale_delay_s,
             "look_back_period_s": a.look_back_period_s,
         },
-        "ray_actor_options": {"num_cpus": s.num_cpus_per_replica},
+        "ray_actor_options": s.resources.actor_options(),
         "health_check_period_s": 5,
         "graceful_shutdown_timeout_s": max(10.0, s.request_timeout_s + 5),
     }
@@ -168,6 +168,12 @@ def deploy(cfg: ProjectConfig, *, embedded: bool = False, name: str | None = Non
     logging.getLogger("ray.serve").setLevel(max(logging.getLogger("ray").getEffectiveLevel(), logging.WARNING))
     mv = preflight(cfg)
     s = cfg.serve
+    gpus = ray.cluster_resources().get("GPU", 0.0)
+    if s.resources.num_gpus and gpus < s.resources.num_gpus:  # Serve would wait for one forever
+        raise ServeError(
+            f"serve.resources.num_gpus is {s.resources.num_gpus:g}, but the cluster has {gpus:g} GPU(s)",
+            fix="set serve.resources.num_gpus=0 to serve on CPUs, or deploy to a cluster with GPU nodes",
+        )
     if s.exposure_warning:
         logging.getLogger("raylane").warning("raylane: %s", s.exposure_warning)
     app_name = name or cfg.project

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from raylane.config import ProjectConfig
-from raylane.contract import ModelCode, check_entrypoint
+from raylane.contract import ModelCode, check_entrypoint, check_loop
 from raylane.errors import ClusterError
 from raylane.features import FeatureRepo
 from raylane.lineage import Lineage, data_fingerprint, project_version, ray_ids
@@ -40,6 +40,7 @@ class Prepared:
     metric: str
     mode: str
     code: ModelCode | None = None  # the model's source, captured once (None: the built-in MLP)
+    loop: ModelCode | None = None  # train.loop's source, likewise (None: raylane's epoch loop)
 
 
 def check_resources(cfg: ProjectConfig) -> None:
@@ -104,6 +105,7 @@ def prepare(
     step: Callable[[str], object] = lambda _: None,
     timer: Stopwatch | None = None,
     code: ModelCode | None = None,
+    loop: ModelCode | None = None,
 ) -> Prepared:
     """Build the point-in-time training set, split it, fit preprocessing on the training split and
     apply it with Ray Data. Deterministic for a given config and data (a resumed sweep gets the same).
@@ -112,11 +114,13 @@ def prepare(
     Args:
         code: The model's code to train (a registered version's, to reproduce it); captured from
             ``model.entrypoint`` in the working tree when omitted.
+        loop: The training loop's code (``train.loop``), likewise.
     """
     import ray
 
     timer = timer or Stopwatch()
     code = check_entrypoint(cfg, code)  # before any work: a broken model fails in a second
+    loop = check_loop(cfg, loop)
     check_resources(cfg)
     ray.data.DataContext.get_current().execution_options.preserve_order = True  # reproducible splits
     step("building the training set (Feast, point-in-time)")
@@ -129,6 +133,7 @@ def prepare(
         lineage = Lineage(
             **project_version(cfg),
             model_code_hash=code.hash if code is not None else "",
+            train_loop_hash=loop.hash if loop is not None else "",
             config_hash=cfg.fingerprint(),
             **data_fingerprint(ds, label_time=label_time, views=views),
             **ray_ids(),
@@ -150,4 +155,4 @@ def prepare(
         train_ds = train_raw.map_batches(pre.batch, batch_format="pandas").materialize()
         val_ds = val_raw.map_batches(pre.batch, batch_format="pandas").materialize()
     metric, mode = primary_metric(cfg.model.task, cfg.registry.promotion.metric)
-    return Prepared(train_raw, val_raw, train_ds, val_ds, pre, list(dtypes), lineage, metric, mode, code)
+    return Prepared(train_raw, val_raw, train_ds, val_ds, pre, list(dtypes), lineage, metric, mode, code, loop)

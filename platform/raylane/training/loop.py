@@ -1,20 +1,23 @@
-"""The worker side of a training run: the per-worker loop Ray Train runs on every worker.
+"""The worker side of a training run: the function Ray Train runs on every worker, and the context a loop gets.
 
 `train_loop` is what `TorchTrainer` calls; everything it needs comes in its ``config`` dict (built
-by `raylane.training.trainer.make_trainer`). `_Worker` holds one worker's state: the model and
-optimizer (restored from Ray Train's last checkpoint after a worker failure), the dataset shards
-(read once into tensors when ``train.cache_data``), early stopping, and rank 0's asynchronous
-MLflow logging. Each epoch trains, evaluates on the whole validation split (gathered across
-workers), reports to Ray Train with a checkpoint (weights, optimizer, preprocessing as a bundle),
-and stops when ``train.early_stopping.patience`` epochs did not improve.
+by `raylane.training.trainer.make_trainer`). It builds a `TrainContext` and hands it to the loop:
+``train.loop`` (the user's, imported from its captured code) or `epoch_loop`, raylane's own,
+written against the same context. The context holds one worker's state: the model and optimizer
+(restored from Ray Train's last checkpoint after a worker failure), the dataset shards (read once
+into tensors when ``train.cache_data``), early stopping, and rank 0's asynchronous MLflow
+logging. `TrainContext.report` evaluates on the whole validation split (gathered across workers)
+when the loop did not, checkpoints a bundle, logs to MLflow, reports to Ray Train (and so to Tune
+in a sweep) and says when ``train.early_stopping.patience`` epochs did not improve.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,7 @@ from raylane.bundle import ModelBundle
 from raylane.model import metrics
 from raylane.preprocess import Preprocessor
 
-__all__ = ["train_loop"]
+__all__ = ["TrainContext", "epoch_loop", "train_loop"]
 
 _VAL_BATCH = 4096
 # Report keys that are bookkeeping, not metrics: the epoch counters, and the wall-clock times the
@@ -33,35 +36,71 @@ _NOT_LOGGED = ("epoch", "epochs_completed", "ready_at", "reported_at")
 
 
 def train_loop(config: dict[str, Any]) -> None:
-    """The per-worker training loop (Ray Train V2). Everything it needs comes in ``config``."""
-    worker = _Worker(config)
-    ready_at = time.time()  # the worker group is up: what Ray Train spent before this is start-up
-    for epoch in range(worker.start, config["epochs"]):
-        worker.maybe_fail(epoch)
+    """The per-worker function of a Ray Train run (V2). Everything it needs comes in ``config``."""
+    from raylane.contract import ModelCode
+
+    ctx = TrainContext(config)
+    loop: Callable[[TrainContext], Any] = (
+        ModelCode.from_dict(config["loop"]).factory() if config["loop"] else epoch_loop
+    )
+    loop(ctx)
+    if not ctx.reports:
+        where = config["loop"]["origin"] if config["loop"] else "raylane's epoch loop"
+        raise RuntimeError(f"train.loop {where} returned without calling ctx.report(metrics, epoch): nothing to keep")
+    ctx.flush()
+
+
+def epoch_loop(ctx: TrainContext) -> None:
+    """raylane's own training loop: each epoch one pass of ``ctx.train``, then ``ctx.report``."""
+    for epoch in ctx.epochs():
+        ctx.model.train()
         t0 = time.perf_counter()
-        train_loss = worker.train_epoch(epoch)
-        train_seconds = time.perf_counter() - t0
-        val = worker.evaluate()
-        worker.track(val[worker.metric])
-        report = {
-            "epoch": epoch,
-            "epochs_completed": epoch + 1,
-            "train_loss": train_loss,
-            **{f"val_{k}": v for k, v in val.items()},
-            "epoch_seconds": train_seconds,
-            "resumed_from": worker.resumed_from,
-            "ready_at": ready_at,
-            "reported_at": time.time(),
-        }
-        worker.log(report, epoch)
-        worker.report(report, epoch)
-        if worker.patience and worker.bad >= worker.patience:
-            break
-    worker.flush()
+        total, count = 0.0, 0
+        for batch in ctx.train:
+            y = batch.pop("y")
+            loss = ctx.loss(ctx.model(batch), y)
+            ctx.optimizer.zero_grad()
+            loss.backward()
+            ctx.optimizer.step()
+            total += float(loss.detach()) * len(y)
+            count += len(y)
+        ctx.report({"train_loss": total / max(count, 1), "epoch_seconds": time.perf_counter() - t0}, epoch)
 
 
-class _Worker:
-    """One training worker's state across epochs."""
+class _Batches:
+    """An iterable of batches: each ``iter()`` is one pass (for training, a fresh shuffle)."""
+
+    def __init__(self, ctx: TrainContext, name: str) -> None:
+        self.ctx, self.name, self.passes = ctx, name, 0
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self.name == "val":
+            return self.ctx._val_batches()
+        epoch = self.ctx.start_epoch + self.passes
+        self.passes += 1
+        self.ctx._maybe_fail(epoch)
+        return self.ctx._train_batches(epoch)
+
+
+class TrainContext:
+    """What a training loop gets, on each Ray Train worker (``train.loop``: docs/models.md).
+
+    Attributes:
+        model: The model, prepared by Ray Train: on ``device``, wrapped in DDP when there are
+            several workers (``model.module`` is the module itself).
+        optimizer: The configured optimizer (``train.optimizer``, ``learning_rate``,
+            ``weight_decay``) over the model's parameters; restored with the model after a worker
+            failure, so use it (or restore your own from ``start_epoch``).
+        train: The worker's training batches: each ``for batch in ctx.train`` is one epoch, freshly
+            shuffled. A batch is a dict of tensors on ``device``: ``x_num``, ``x_cat``, one per
+            text column and the target ``y``.
+        val: The worker's validation batches, in order.
+        params: The run's training params: ``epochs``, ``batch_size``, ``lr``, ``weight_decay``,
+            ``optimizer``, ``seed``, ``task``, ``metric`` (and ``mode``) the gate compares.
+        start_epoch: The first epoch to run: 0, or the one after the last checkpoint when a
+            failed worker was replaced and the run resumed.
+        device, rank, world_size: This worker's torch device and place in the group.
+    """
 
     def __init__(self, config: dict[str, Any]) -> None:
         import ray.train
@@ -74,8 +113,8 @@ class _Worker:
         from raylane.model import loss_fn
 
         self.config = config
-        ctx = ray.train.get_context()
-        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        train_ctx = ray.train.get_context()
+        self.rank, self.world_size = train_ctx.get_world_rank(), train_ctx.get_world_size()
         self.seed = int(config["seed"])
         torch.manual_seed(self.seed + self.rank)
         np.random.seed(self.seed + self.rank)
@@ -84,16 +123,21 @@ class _Worker:
         self.bundle = ModelBundle.create(
             ModelConfig.model_validate(config["model"]), self.pre, config["features"], config["params"], code
         )
+        self.bundle.loop = ModelCode.from_dict(config["loop"]) if config["loop"] else None
         optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
-        self.opt = optimizers[config["optimizer"]](
+        self.optimizer: Any = optimizers[config["optimizer"]](
             self.bundle.model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"]
         )
-        self.start, self.bad, self.resumed_from = 0, 0, -1
+        self.start_epoch, self.bad, self.resumed_from = 0, 0, -1
         self.best: float | None = None
         self._restore()
         self.model: Any = ray.train.torch.prepare_model(self.bundle.model)
         self.device = ray.train.torch.get_device()
         self.task, self.metric, self.mode = config["task"], config["metric"], config["mode"]
+        self.params = {
+            k: config[k]
+            for k in ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "seed", "task", "metric", "mode")
+        }
         self.criterion = loss_fn(self.task)
         self.patience = config["patience"]
         self.shards = {"train": ray.train.get_dataset_shard("train"), "val": ray.train.get_dataset_shard("val")}
@@ -102,6 +146,54 @@ class _Worker:
         self.pending: list[Any] = []
         self.cache: dict[str, dict[str, Any]] = {}
         self.shuffler = torch.Generator().manual_seed(self.seed + self.rank)
+        self.train, self.val = _Batches(self, "train"), _Batches(self, "val")
+        self.reports, self.should_stop = 0, False
+        self.ready_at = time.time()  # the worker group is up: what Ray Train spent before this is start-up
+
+    # ------------------------------------------------------------------ the loop's API
+
+    def epochs(self) -> Iterator[int]:
+        """``start_epoch … params["epochs"]-1``, ending early once `report` said to stop."""
+        for epoch in range(self.start_epoch, self.config["epochs"]):
+            if self.should_stop:
+                return
+            yield epoch
+
+    def loss(self, outputs: Any, target: Any) -> Any:
+        """The training loss: the model's own ``loss(outputs, target)`` if it has one, else the task's."""
+        from raylane.model import compute_loss
+
+        return compute_loss(self.model, self.task, self.criterion, outputs, target)
+
+    def report(self, metrics: dict[str, float], epoch: int) -> bool:
+        """End an epoch: what raylane's loop does after each one. Returns whether to stop (early stopping).
+
+        Adds the validation metrics over the whole validation split (``val_<metric>`` …) unless
+        ``metrics`` has ``val_<params["metric"]>`` already, checkpoints the model, optimizer and
+        preprocessing as a bundle (rank 0), logs the metrics to the MLflow run, and reports them
+        to Ray Train (and Tune, in a sweep). Every worker must call it, once per epoch.
+        """
+        values: dict[str, float] = {}
+        for key, value in metrics.items():
+            if isinstance(value, bool) or not isinstance(value, int | float | np.number) or not math.isfinite(value):
+                raise ValueError(f"ctx.report: metric {key!r} is {value!r}; report finite numbers only")
+            values[str(key)] = float(value)
+        if f"val_{self.metric}" not in values:
+            values.update({f"val_{k}": v for k, v in self.evaluate().items()})
+        self._track(values[f"val_{self.metric}"])
+        report = {
+            "epoch": epoch,
+            "epochs_completed": epoch + 1,
+            **values,
+            "resumed_from": self.resumed_from,
+            "ready_at": self.ready_at,
+            "reported_at": time.time(),
+        }
+        self._log(report, epoch)
+        self._report(report, epoch)
+        self.reports += 1
+        self.should_stop = bool(self.patience and self.bad >= self.patience)
+        return self.should_stop
 
     def _restore(self) -> None:
         """Continue from Ray Train's last checkpoint (after a worker failure, or a resumed trial)."""
@@ -114,14 +206,19 @@ class _Worker:
         with ckpt.as_directory() as d:
             state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=True)
         self.bundle.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["optimizer"])
-        self.start, self.best, self.bad = state["epoch"] + 1, state["best"], state["bad"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.start_epoch, self.best, self.bad = state["epoch"] + 1, state["best"], state["bad"]
         self.resumed_from = state["epoch"]
 
-    def maybe_fail(self, epoch: int) -> None:
+    def _maybe_fail(self, epoch: int) -> None:
         """A worker dies mid-run when the fault-tolerance test asks for it (once: a marker file)."""
         faults = self.config.get("faults") or {}
-        if faults and epoch == faults["epoch"] and self.rank == self.world - 1 and not Path(faults["marker"]).exists():
+        if (
+            faults
+            and epoch == faults["epoch"]
+            and self.rank == self.world_size - 1
+            and not Path(faults["marker"]).exists()
+        ):
             Path(faults["marker"]).write_text(str(epoch))
             os._exit(1)
 
@@ -137,7 +234,7 @@ class _Worker:
             self.cache[name] = {k: torch.cat([p[k] for p in parts]) for k in parts[0]} if parts else {}
         return self.cache[name]
 
-    def train_batches(self, epoch: int) -> Iterator[dict[str, Any]]:
+    def _train_batches(self, epoch: int) -> Iterator[dict[str, Any]]:
         import torch
 
         bs = self.config["batch_size"]
@@ -157,7 +254,7 @@ class _Worker:
             idx = order[i : i + bs]
             yield {k: v[idx] for k, v in data.items()}
 
-    def val_batches(self) -> Iterator[dict[str, Any]]:
+    def _val_batches(self) -> Iterator[dict[str, Any]]:
         if not self.config["cache_data"]:
             yield from self.shards["val"].iter_torch_batches(batch_size=_VAL_BATCH, device=self.device)
             return
@@ -166,22 +263,6 @@ class _Worker:
             yield {k: v[i : i + _VAL_BATCH] for k, v in data.items()}
 
     # ------------------------------------------------------------------ one epoch
-
-    def train_epoch(self, epoch: int) -> float:
-        """One pass over the training shard; the mean training loss."""
-        from raylane.model import compute_loss
-
-        self.model.train()
-        total, count = 0.0, 0
-        for batch in self.train_batches(epoch):
-            y = batch.pop("y")
-            loss = compute_loss(self.model, self.task, self.criterion, self.model(batch), y)
-            self.opt.zero_grad()
-            loss.backward()
-            self.opt.step()
-            total += float(loss.detach()) * len(y)
-            count += len(y)
-        return total / max(count, 1)
 
     def evaluate(self) -> dict[str, float]:
         """The validation metrics over the whole validation split (every worker's shard)."""
@@ -192,7 +273,7 @@ class _Worker:
         self.model.eval()
         preds, ys = [], []
         with torch.no_grad():
-            for batch in self.val_batches():
+            for batch in self._val_batches():
                 y = batch.pop("y")
                 preds.append(predict_output(self.task, self.model(batch)).cpu().numpy())
                 ys.append(y.cpu().numpy())
@@ -204,18 +285,18 @@ class _Worker:
         return metrics(self.task, y_all, pred_all)
 
     def _gather(self, local: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        if self.world == 1:
+        if self.world_size == 1:
             return local
         import torch.distributed as dist
 
-        gathered: list[Any] = [None] * self.world
+        gathered: list[Any] = [None] * self.world_size
         dist.all_gather_object(gathered, local)
         return (
             np.concatenate([g[0] for g in gathered if len(g[0])]),
             np.concatenate([g[1] for g in gathered if len(g[1])]),
         )
 
-    def track(self, score: float) -> None:
+    def _track(self, score: float) -> None:
         """Early stopping's bookkeeping: the best score so far and the epochs since it improved."""
         delta = self.config["min_delta"]
         best = self.best
@@ -227,7 +308,7 @@ class _Worker:
 
     # ------------------------------------------------------------------ reporting
 
-    def log(self, report: dict[str, float], epoch: int) -> None:
+    def _log(self, report: dict[str, float], epoch: int) -> None:
         """Rank 0 logs the epoch's metrics to the MLflow run, asynchronously (written while the next epoch trains)."""
         if self.client is None:
             return
@@ -240,7 +321,7 @@ class _Worker:
         self.pending.append(self.client.log_batch(self.config["run_id"], metrics=batch, synchronous=False))
         self.mlflow_seconds += time.perf_counter() - t_log
 
-    def report(self, report: dict[str, float], epoch: int) -> None:
+    def _report(self, report: dict[str, float], epoch: int) -> None:
         """Report the epoch to Ray Train, with rank 0's checkpoint (state for resuming, and the bundle)."""
         import ray.train
         import torch
@@ -249,7 +330,7 @@ class _Worker:
             checkpoint = None
             if self.rank == 0:
                 raw = getattr(self.model, "module", self.model)
-                state = {"model": raw.state_dict(), "optimizer": self.opt.state_dict()}
+                state = {"model": raw.state_dict(), "optimizer": self.optimizer.state_dict()}
                 torch.save({**state, "epoch": epoch, "best": self.best, "bad": self.bad}, Path(d) / "state.pt")
                 self.bundle.model = raw
                 self.bundle.save(Path(d) / "bundle")

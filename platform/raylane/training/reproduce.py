@@ -69,12 +69,13 @@ def reproduce(cfg: ProjectConfig, ref: str, *, step: Callable[[str], object] = l
     then_cfg, mv, run = recorded_config(cfg, ref)
     recorded = {k.removeprefix("holdout_"): v for k, v in run.data.metrics.items() if k.startswith("holdout_")}
     then = Lineage.from_tags(run.data.tags, RUN_PREFIX)
-    code = Registry(cfg).load_bundle(str(mv.version)).code  # the logged model code, not the working tree's
+    logged = Registry(cfg).load_bundle(str(mv.version))  # the logged model and loop code, not the working tree's
     result = train(
         then_cfg.with_base_dir(cfg.base_dir),
         register=False,
         step=step,
-        code=code,
+        code=logged.code,
+        loop=logged.loop,
         extra_tags={Tag.REPRODUCES: f"{mv.name}/{mv.version}"},
     )
     return Reproduction(f"{mv.name}/{mv.version}", recorded, result.metrics, then, result.lineage)

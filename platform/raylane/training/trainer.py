@@ -103,6 +103,7 @@ def _loop_config(
         "model": cfg.model.model_dump(mode="json"),
         "params": factory_params(cfg),  # a sweep trial's own
         "code": prep.code.to_dict() if prep.code is not None else None,
+        "loop": prep.loop.to_dict() if prep.loop is not None else None,
         "features": prep.features,
         "optimizer": cfg.train.optimizer,
         "lr": cfg.train.learning_rate,
@@ -176,6 +177,7 @@ def train(
     extra_tags: dict[str, str] | None = None,
     timer: Stopwatch | None = None,
     code: ModelCode | None = None,
+    loop: ModelCode | None = None,
     _faults: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train, track, register and gate one model. Needs Ray (see `raylane.runtime`).
@@ -190,6 +192,7 @@ def train(
             the result's ``timings``, also logged to the run as ``time_<stage>_s`` metrics.
         code: The model code to train (a registered version's, to reproduce it); the working
             tree's ``model.entrypoint`` when omitted.
+        loop: The ``train.loop`` code to run (a registered version's, to reproduce it); likewise.
 
     Raises:
         ClusterError: the cluster can never satisfy ``train.*`` resources.
@@ -199,7 +202,7 @@ def train(
 
     started = time.perf_counter()
     timer = timer or Stopwatch()
-    prep = prepare(cfg, step=step, timer=timer, code=code)
+    prep = prepare(cfg, step=step, timer=timer, code=code, loop=loop)
     name = run_name or f"{cfg.project}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     with timer.stage("tracking setup"):
         experiment = ensure_experiment(cfg)
@@ -222,7 +225,12 @@ def train(
         _time_fit(timer, fit_started, time.time(), result)
         best = result.get_best_checkpoint(metric=f"val_{prep.metric}", mode=prep.mode) or result.checkpoint
         if best is None:
-            raise RaylaneError("training reported no checkpoint", fix="check train.epochs and the worker logs")
+            raise RaylaneError(
+                "training reported no checkpoint",
+                fix="call ctx.report(metrics, epoch) after each epoch of train.loop"
+                if cfg.train.loop
+                else "check train.epochs and the worker logs",
+            )
         kept = result.best_checkpoints or []
         history = [dict(m) for _, m in sorted(kept, key=lambda cm: cm[1]["epoch"])]
         epochs = int(result.metrics["epoch"]) + 1 if result.metrics else 0
