@@ -8,6 +8,7 @@ label smoothing to the cross-entropy raylane would use. ``train_loop`` is its ow
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -61,13 +62,14 @@ def train_loop(ctx: TrainContext) -> None:
     clipping and a cosine learning-rate schedule over the run's epochs.
 
     ``ctx`` gives the prepared model, the optimizer, the batches and ``report``, which validates,
-    checkpoints, logs and early-stops; a resumed run starts at ``ctx.start_epoch``.
+    checkpoints, logs and early-stops. The schedule is a function of the epoch, so a run resumed
+    at ``ctx.start_epoch`` after a worker failure continues it exactly.
     """
-    epochs = ctx.params["epochs"]
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(ctx.optimizer, T_max=epochs)
-    for _ in range(ctx.start_epoch):  # a resumed run continues the schedule where it was
-        schedule.step()
+    peak, epochs = ctx.params["lr"], ctx.params["epochs"]
     for epoch in ctx.epochs():
+        lr = peak * (1 + math.cos(math.pi * epoch / epochs)) / 2
+        for group in ctx.optimizer.param_groups:
+            group["lr"] = lr
         ctx.model.train()
         total, count = 0.0, 0
         for batch in ctx.train:
@@ -79,5 +81,4 @@ def train_loop(ctx: TrainContext) -> None:
             ctx.optimizer.step()
             total += float(loss.detach()) * len(target)
             count += len(target)
-        schedule.step()
-        ctx.report({"train_loss": total / max(count, 1), "lr": schedule.get_last_lr()[0]}, epoch)
+        ctx.report({"train_loss": total / max(count, 1), "lr": lr}, epoch)

@@ -134,13 +134,14 @@ class _Steps:
             from raylane.lineage import code_version, project_version
 
             sections = ["data.labels", "model", "train", "registry", *(["tune"] if self.sweep else [])]
-            entry = cfg.model.entrypoint
+            entry, loop = cfg.model.entrypoint, cfg.train.loop
             return {
                 "config": _sections(cfg, *sections),
                 "trainer": "sweep" if self.sweep else "train",
                 "code": {"raylane": __version__, **code_version()},
                 "project": project_version(cfg),
                 "model_code": ModelCode.capture(entry, cfg.base_dir).hash if entry else "",
+                "train_loop": ModelCode.capture(loop, cfg.base_dir, key="train.loop").hash if loop else "",
                 "after": previous,
             }
         # What is served depends on the champion and the config, not on how the champion was made:

@@ -149,14 +149,50 @@ def test_its_own_training_loop_resumes_after_a_killed_worker_and_registers(
     assert marker.exists()  # the worker did die at the start of epoch 2
     client = MlflowClient(cfg.mlflow_tracking_uri)
     resumed = {m.step: m.value for m in client.get_metric_history(result.run_id, "resumed_from")}
-    # epochs 2 and 3 ran after restoring epoch 1's checkpoint (the dead worker's last async log may be lost)
-    assert {k: v for k, v in resumed.items() if k >= 2} == {2: 1, 3: 1}
-    assert all(v == -1 for k, v in resumed.items() if k < 2)
+    # Epochs 2 and 3 ran after restoring a checkpoint: epoch 1's, or epoch 0's when Ray Train's
+    # controller had not yet taken epoch 1's report from the worker that died right after it.
+    assert resumed[2] == resumed[3] and resumed[2] in (0, 1), resumed
     lr = {m.step: m.value for m in client.get_metric_history(result.run_id, "lr")}  # the loop's own metric
     peak, epochs = cfg.train.learning_rate, cfg.train.epochs  # its cosine schedule, resumed in step:
-    assert lr[2] == pytest.approx(peak * (1 + math.cos(math.pi * 3 / epochs)) / 2, rel=1e-4)
+    assert lr[2] == pytest.approx(peak * (1 + math.cos(math.pi * 2 / epochs)) / 2, rel=1e-6)
     assert result.version is not None and result.metrics["macro_f1"] >= 0.8
     assert Registry(cfg).load_bundle(result.version).loop is not None  # logged to reproduce the run
+
+
+def test_a_gpu_replica_on_a_cluster_without_gpus_fails_at_once(tickets: tuple[ProjectConfig, TrainResult]) -> None:
+    import torch
+
+    from raylane.errors import ServeError
+
+    if torch.cuda.is_available():
+        pytest.skip("this cluster has a GPU")
+    cfg, _ = tickets
+    doc = cfg.model_dump(mode="json")
+    doc["serve"]["resources"] = {"num_gpus": 1}
+    with pytest.raises(ServeError, match=r"serve\.resources\.num_gpus is 1, but the cluster has 0 GPU"):
+        deploy(ProjectConfig.model_validate(doc).with_base_dir(cfg.base_dir))
+
+
+@pytest.mark.gpu
+def test_the_tickets_model_trains_and_serves_on_a_gpu(tickets: tuple[ProjectConfig, TrainResult]) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no NVIDIA GPU visible")
+    cfg, _ = tickets
+    doc = cfg.model_dump(mode="json")
+    doc["train"]["use_gpu"] = True
+    doc["serve"]["resources"] = {"num_cpus": 0.5, "num_gpus": 0.5}
+    gpu = ProjectConfig.model_validate(doc).with_base_dir(cfg.base_dir)
+    result = train(gpu)
+    assert result.metrics["macro_f1"] >= 0.8
+    record = deploy(gpu)
+    try:
+        entities = [{"ticket_id": int(t)} for t in _features(cfg, 5)["ticket_id"]]
+        r = httpx.post(record.url + "/predict", json={"entities": entities}, timeout=60)
+        assert r.status_code == 200, r.text
+    finally:
+        undeploy(gpu)
 
 
 def test_the_monitor_profiles_text_by_its_statistics(tickets: tuple[ProjectConfig, TrainResult]) -> None:

@@ -175,9 +175,13 @@ class TrainContext:
         """
         values: dict[str, float] = {}
         for key, value in metrics.items():
-            if isinstance(value, bool) or not isinstance(value, int | float | np.number) or not math.isfinite(value):
+            try:
+                number = float(value)  # a Python or numpy number, or a one-element tensor
+            except (TypeError, ValueError, RuntimeError):
+                number = math.nan
+            if isinstance(value, bool | str) or not math.isfinite(number):
                 raise ValueError(f"ctx.report: metric {key!r} is {value!r}; report finite numbers only")
-            values[str(key)] = float(value)
+            values[str(key)] = number
         if f"val_{self.metric}" not in values:
             values.update({f"val_{k}": v for k, v in self.evaluate().items()})
         self._track(values[f"val_{self.metric}"])
