@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -273,21 +274,11 @@ def merge_stats(
         m = s / n if n else 0.0
         var = max(sq / n - m * m, 0.0) if n else 0.0
         mean[col], std[col] = m, (var**0.5 if var > 1e-12 else 1.0)
-    vocab: dict[str, list[str]] = {}
-    for col in categorical:
-        counts: dict[str, int] = {}
-        for d in docs:
-            for k, c in d["cat"][col].items():
-                counts[k] = counts.get(k, 0) + c
-        vocab[col] = [k for k, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:max_categories]]
-    tokens: dict[str, dict[str, Any]] = {}
-    for col, (size, length) in (text or {}).items():
-        counts = {}
-        for d in docs:
-            for k, c in d.get("text", {}).get(col, {}).items():
-                counts[k] = counts.get(k, 0) + c
-        kept = [k for k, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:size]]
-        tokens[col] = {"vocab": kept, "max_length": length}
+    vocab = {col: _most_frequent([d["cat"][col] for d in docs], max_categories) for col in categorical}
+    tokens: dict[str, dict[str, Any]] = {
+        col: {"vocab": _most_frequent([d.get("text", {}).get(col, {}) for d in docs], size), "max_length": length}
+        for col, (size, length) in (text or {}).items()
+    }
     pre = Preprocessor(
         numeric=numeric,
         categorical=categorical,
@@ -309,3 +300,11 @@ def merge_stats(
     else:
         pre.classes = [0, 1]
     return pre
+
+
+def _most_frequent(counts: list[dict[str, int]], k: int) -> list[str]:
+    """The ``k`` most frequent values over per-block counts (ties: alphabetical, for determinism)."""
+    total: Counter[str] = Counter()
+    for block in counts:
+        total.update(block)
+    return [v for v, _ in sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))[:k]]
