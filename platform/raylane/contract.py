@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from raylane.config import ProjectConfig
+from raylane.config.training import BUILTIN_PARAMS
 from raylane.errors import ConfigError
 from raylane.model_code import ModelCode, first_line
 
@@ -45,9 +46,6 @@ __all__ = [
     "output_dim",
     "probe_inputs",
 ]
-
-BUILTIN_PARAMS = ("hidden_layers", "dropout", "activation", "embedding_dim")
-"""The built-in MLP's params: ``model.<name>`` in the config, ``factory(inputs, **params)`` like any model."""
 
 
 class BatchKeys:

@@ -94,12 +94,9 @@ def project_script(cfg: ProjectConfig, name: str) -> Path:
     """The script of the config's job ``name``: a ``.py`` file inside the config's folder.
 
     Raises:
-        UserError: a job that clashes with a raylane entrypoint, or a script outside the
-            project's folder or missing.
+        UserError: a script outside the project's folder, or missing.
     """
     where = f"jobs.{name}.script"
-    if name in ENTRYPOINTS:
-        raise UserError(f"jobs.{name}: {name!r} is raylane's own entrypoint", fix="give the job another name")
     base = (cfg.base_dir or Path.cwd()).resolve()
     script = (base / cfg.jobs[name].script).resolve()
     if not script.is_relative_to(base):
@@ -231,6 +228,9 @@ def submit_project_job(
     from raylane.model_code import python_sources
 
     _check_name(name, cfg)
+    clash = sorted(set(cfg.jobs) & set(ENTRYPOINTS))
+    if clash:  # the built-in would silently run instead of the declared script
+        raise UserError(f"jobs.{clash[0]}: {clash[0]!r} is raylane's own entrypoint", fix="give the job another name")
     _check_pip(cfg, pip or [])
     own = cfg.jobs.get(name) if name not in ENTRYPOINTS else None
     resources: dict[str, Any] = {"entrypoint_num_cpus": 0}

@@ -22,7 +22,8 @@ MAX_WIDTH = 16384  # a layer or embedding wider than this is a typo (or a hostil
 MAX_LAYERS = 64
 
 
-_BUILTIN_FIELDS = ("hidden_layers", "dropout", "activation", "embedding_dim")
+BUILTIN_PARAMS = ("hidden_layers", "dropout", "activation", "embedding_dim")
+"""The built-in MLP's params: ``model.<name>`` in the config, ``factory(inputs, **params)`` like any model."""
 
 
 def _resolve_entrypoint(value: str | None, info: ValidationInfo) -> str | None:
@@ -70,11 +71,11 @@ class ModelConfig(StrictModel):
             if self.params:
                 raise ValueError(
                     "`params` is for `entrypoint` models; the built-in MLP takes"
-                    f" {', '.join(_BUILTIN_FIELDS)} as fields of `model`"
+                    f" {', '.join(BUILTIN_PARAMS)} as fields of `model`"
                 )
             return self
         fields = type(self).model_fields
-        builtin = [f for f in _BUILTIN_FIELDS if getattr(self, f) != fields[f].get_default(call_default_factory=True)]
+        builtin = [f for f in BUILTIN_PARAMS if getattr(self, f) != fields[f].get_default(call_default_factory=True)]
         if builtin:
             raise ValueError(
                 f"`{builtin[0]}` shapes the built-in MLP, which `entrypoint` replaces;"
@@ -184,7 +185,7 @@ class TuneConfig(StrictModel):
 
 
 SEARCHABLE: dict[str, tuple[str, ...]] = {
-    "model": ("hidden_layers", "dropout", "activation", "embedding_dim"),
+    "model": BUILTIN_PARAMS,
     "train": ("learning_rate", "weight_decay", "optimizer", "batch_size", "seed"),
 }
 """Parameters a sweep may vary. The others are fixed per sweep: the data and its preprocessing
