@@ -31,7 +31,11 @@ from raylane.config import ColumnType, ProjectConfig, SourceConfig
 from raylane.errors import DataError
 from raylane.labels import invalid_labels, label_rule
 
-__all__ = ["IngestReport", "ingest", "ingest_source", "offline_path", "source_files"]
+__all__ = ["EVENT_TIME", "IngestReport", "ingest", "ingest_source", "offline_path", "source_files"]
+
+# A copy of each row's event time, written beside it: Feast hands a feature row's own time back
+# only as a feature, and raylane applies a view's ttl with it (Feast's Ray offline store ignores ttls).
+EVENT_TIME = "_raylane_event_time"
 
 _ARROW: dict[ColumnType, pa.DataType] = {
     "int64": pa.int64(),
@@ -140,6 +144,7 @@ def _normalizer(src: SourceConfig) -> Callable[[pa.Table], pa.Table]:
             if pa.types.is_dictionary(arr.type):
                 arr = arr.cast(arr.type.value_type)
             out[col] = _to_timestamp(arr) if dtype == "timestamp" else arr.cast(_ARROW[dtype])
+        out[EVENT_TIME] = out[src.timestamp_column]
         return pa.table(out)
 
     return normalize

@@ -52,7 +52,7 @@ def feedback_labels(cfg: ProjectConfig) -> int:
     Written as one more parquet file in the labels' offline folder, with the folder's own schema
     (the timestamp is the prediction's, the label the feedback's)."""
     from raylane.inference_log import read
-    from raylane.ingest import offline_path
+    from raylane.ingest import EVENT_TIME, offline_path
 
     labels = cfg.data.labels
     src = cfg.data.source(labels.source)
@@ -81,6 +81,7 @@ def feedback_labels(cfg: ProjectConfig) -> int:
     columns: dict[str, Any] = {
         key: logged[key].to_numpy(),
         src.timestamp_column: logged["ts"].to_numpy(),
+        EVENT_TIME: logged["ts"].to_numpy(),
         labels.column: logged["label"].to_numpy(),
     }
     arrays = []

@@ -12,6 +12,27 @@ import pytest
 from raylane.config import ProjectConfig
 from raylane.features import FeatureRepo
 from raylane.ingest import ingest, offline_path
+from raylane.testing import example_project
+
+
+@pytest.fixture(scope="module", params=["duckdb", "file", "ray"])
+def store(
+    request: pytest.FixtureRequest, churn: ProjectConfig, tmp_path_factory: pytest.TempPathFactory
+) -> ProjectConfig:
+    """The tiny churn project on each offline store raylane offers (the same data: same seed and size)."""
+    if request.param == churn.backends.feast.offline_store.type:
+        return churn
+    cfg = example_project(
+        tmp_path_factory.mktemp(f"churn-{request.param}"),
+        overrides=[f"backends.feast.offline_store.type={request.param}"],
+    )
+    ingest(cfg)
+    FeatureRepo(cfg).apply()
+    return cfg
+
+
+def test_the_embedded_default_is_duckdb(churn: ProjectConfig) -> None:
+    assert FeatureRepo(churn).feature_store_yaml()["offline_store"] == {"type": "duckdb"}
 
 
 def _offline(cfg: ProjectConfig, source: str) -> pd.DataFrame:
@@ -50,7 +71,8 @@ def _same(a: pd.Series, b: pd.Series) -> bool:
     return all((x is None and y is None) or x == y for x, y in zip(a, b, strict=True))
 
 
-def test_training_set_equals_brute_force_as_of_join(churn: ProjectConfig) -> None:
+def test_training_set_equals_brute_force_as_of_join(store: ProjectConfig) -> None:
+    churn = store
     repo = FeatureRepo(churn)
     labels = repo.labels()
     assert len(labels) >= 1000
@@ -64,7 +86,8 @@ def test_training_set_equals_brute_force_as_of_join(churn: ProjectConfig) -> Non
     assert 0 < got["sessions_7d"].isna().sum() < len(got) // 4
 
 
-def test_a_row_after_the_label_time_never_leaks_and_old_rows_expire(churn: ProjectConfig) -> None:
+def test_a_row_after_the_label_time_never_leaks_and_old_rows_expire(store: ProjectConfig) -> None:
+    churn = store
     repo = FeatureRepo(churn)
     activity = _offline(churn, "activity").sort_values("event_timestamp")
     key = churn.entity.join_key

@@ -32,7 +32,7 @@ LAYERS: list[set[str]] = [
         "feast_stores",
         "examples",
     },
-    {"ingest", "features"},
+    {"ingest", "as_of", "features"},
     {"registry", "training", "sweep", "retrain"},
     {"cluster", "jobs"},
     {"monitoring"},

@@ -87,6 +87,28 @@ class ReplicaResources(StrictModel):
         return options
 
 
+class ProxyHealthConfig(StrictModel):
+    """How Serve's controller checks its HTTP proxies (it restarts one after 3 failed checks).
+
+    Ray's defaults (10 s timeout) make a proxy on a saturated 2-core machine miss its checks and
+    be restarted while it starts; raylane waits a restart out either way, but rarely needs to.
+    Applied when Serve's controller is first started on the cluster.
+    """
+
+    period_s: float = Field(10.0, gt=0, description="Seconds between health checks of a proxy.")
+    timeout_s: float = Field(30.0, gt=0, description="Seconds a health check may take before it counts as failed.")
+    restart_wait_s: float = Field(
+        180.0, gt=0, description="How long `serve deploy` waits out a proxy or controller restart before failing."
+    )
+
+    def env_vars(self) -> dict[str, str]:
+        """The Serve controller's environment variables for these settings."""
+        return {
+            "RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S": f"{self.period_s:g}",
+            "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": f"{self.timeout_s:g}",
+        }
+
+
 class ServeConfig(StrictModel):
     """Ray Serve application."""
 
@@ -113,6 +135,9 @@ class ServeConfig(StrictModel):
         " `impute` predicts with the features missing (as training treated nulls).",
     )
     inference_log: InferenceLogConfig = Field(default_factory=InferenceLogConfig, description="Inference log.")
+    proxy_health: ProxyHealthConfig = Field(
+        default_factory=ProxyHealthConfig, description="Health checks of Serve's HTTP proxies, and restarts."
+    )
 
     @property
     def loopback(self) -> bool:

@@ -25,6 +25,7 @@ import os
 import re
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +36,8 @@ from raylane.errors import ServeError
 from raylane.processes import is_recorded_process, started_at
 from raylane.serving.client import Client, api_key, url
 from raylane.serving.ids import service_secret
+
+_log = logging.getLogger("raylane")
 
 __all__ = [
     "AppState",
@@ -181,17 +184,25 @@ def deploy(cfg: ProjectConfig, *, embedded: bool = False, name: str | None = Non
         from raylane.monitoring import start as start_monitor
 
         start_monitor(cfg)
-    serve.start(
-        http_options=HTTPOptions(host=s.host, port=s.port, request_timeout_s=s.request_timeout_s + 5),
-        logging_config={"log_level": "WARNING"},
+    wait = _RestartWaiter(s.proxy_health.restart_wait_s)
+    wait.through(
+        "starting Serve",
+        lambda: serve.start(
+            http_options=HTTPOptions(host=s.host, port=s.port, request_timeout_s=s.request_timeout_s + 5),
+            logging_config={"log_level": "WARNING"},
+            controller_options={"runtime_env": {"env_vars": s.proxy_health.env_vars()}},
+        ),
     )
     try:
-        serve.run(
-            build(cfg),
-            name=app_name,
-            route_prefix=s.route_prefix,
-            blocking=False,
-            logging_config={"log_level": "WARNING"},
+        wait.through(
+            f"deploying {app_name}",
+            lambda: serve.run(
+                build(cfg),
+                name=app_name,
+                route_prefix=s.route_prefix,
+                blocking=False,
+                logging_config={"log_level": "WARNING"},
+            ),
         )
     except RuntimeError as exc:
         reason = _failure_reason(app_name) or str(exc).strip().splitlines()[-1]
@@ -200,6 +211,7 @@ def deploy(cfg: ProjectConfig, *, embedded: bool = False, name: str | None = Non
             f"the {app_name} application did not start: {reason[:500]}",
             fix="see the replica logs in the Ray session's logs/serve folder",
         ) from exc
+    wait.for_proxies()
     record = Deployment(
         app=app_name,
         url=url(cfg),
@@ -216,6 +228,67 @@ def deploy(cfg: ProjectConfig, *, embedded: bool = False, name: str | None = Non
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(asdict(record), indent=1))
     return record
+
+
+class _RestartWaiter:
+    """Waits out Serve's own recovery, bounded: its controller restarts an HTTP proxy that missed
+    its health checks (on a saturated machine, often while it starts), and Ray restarts a
+    controller that died. A call that fails because one of them died is retried until it
+    succeeds or ``timeout_s`` has passed since the first restart seen."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.deadline: float | None = None
+
+    def _restarted(self, doing: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        if self.deadline is None:
+            self.deadline = now + self.timeout_s
+        if now >= self.deadline:
+            raise ServeError(
+                f"{doing}: Ray Serve's proxy or controller kept restarting for {self.timeout_s:.0f} s"
+                f" ({type(exc).__name__})",
+                fix="the machine may be overloaded: free CPUs, or raise serve.proxy_health.timeout_s"
+                " and serve.proxy_health.restart_wait_s",
+            ) from exc
+        _log.warning(
+            "raylane: %s: Ray Serve is restarting its HTTP proxy or controller; waiting (up to %.0f s more)",
+            doing,
+            self.deadline - now,
+        )
+        time.sleep(2.0)
+
+    def through(self, doing: str, call: Callable[[], Any]) -> Any:
+        import ray
+
+        while True:
+            try:
+                return call()
+            except (ray.exceptions.RayActorError, TimeoutError) as exc:
+                self._restarted(doing, exc)
+
+    def for_proxies(self) -> None:
+        """Return once every HTTP proxy is healthy (one restarted during the deploy comes back)."""
+        from ray import serve
+        from ray.serve.schema import ProxyStatus
+
+        deadline, told = time.monotonic() + self.timeout_s, False
+        while True:
+            proxies = self.through("waiting for Serve's HTTP proxies", lambda: serve.status().proxies)
+            waiting = {
+                node[:12]: str(getattr(st, "value", st)) for node, st in proxies.items() if st != ProxyStatus.HEALTHY
+            }
+            if not waiting:
+                return
+            if time.monotonic() >= deadline:
+                raise ServeError(
+                    f"Ray Serve's HTTP proxies are not healthy after {self.timeout_s:.0f} s: {waiting}",
+                    fix="the machine may be overloaded: free CPUs, or raise serve.proxy_health.restart_wait_s",
+                )
+            if not told and ProxyStatus.UNHEALTHY in proxies.values():
+                _log.warning("raylane: Ray Serve is restarting an HTTP proxy; waiting for it")
+                told = True
+            time.sleep(0.5)
 
 
 def _failure_reason(app_name: str) -> str | None:
