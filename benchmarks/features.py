@@ -4,6 +4,8 @@
     `get_online_features` (same feature refs, same store), interleaved; target ratio <= 1.1.
 (b) training set of >= 1M label rows x 10 features into a Ray Dataset: rows/s, and the ratio to
     Feast's `get_historical_features(...).to_df()` alone on the same label rows; target <= 1.3.
+(c) the training set on the embedded default (`duckdb`) against Feast's `file` store, the same
+    label rows side by side: rows/s of each, the ratio (target >= 10), and the two frames equal.
 
 Run: `make bench` or `.venv/bin/python benchmarks/features.py [--size large|medium|small]`.
 Prints ratios (raylane / Feast); lower is better, 1.0 is parity.
@@ -70,6 +72,30 @@ def bench_training_set(repo: FeatureRepo) -> None:
         print("        has feature rows but none inside the ttl; raylane keeps them with nulls)")
 
 
+def bench_stores(cfg: object, labels: object) -> None:
+    """(c): the same training set on the duckdb and the file offline store."""
+    import pandas as pd
+
+    from raylane.config import DuckdbOfflineStore, FileOfflineStore
+
+    frames, seconds = {}, {}
+    for store in (DuckdbOfflineStore(), FileOfflineStore(type="file")):
+        c = cfg.model_copy(deep=True)  # type: ignore[attr-defined]
+        c.backends.feast.offline_store = store
+        repo = FeatureRepo(c)
+        repo.apply()
+        t0 = time.perf_counter()
+        frames[store.type] = repo.training_set(labels).to_pandas()
+        seconds[store.type] = time.perf_counter() - t0
+    n = len(frames["duckdb"])
+    print(f"\n(c) training set by offline store, {n:,} label rows")
+    for name, s in seconds.items():
+        print(f"  {name:>7}: {s:8.2f} s  {n / s:>12,.0f} rows/s")
+    print(f"  ratio duckdb / file rows/s: {seconds['file'] / seconds['duckdb']:.1f}x  target >= 10")
+    pd.testing.assert_frame_equal(frames["duckdb"], frames["file"])
+    print("  the two frames are equal (rows, order, values, dtypes)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="large", help="example data size (large = 1M label rows)")
@@ -91,6 +117,7 @@ def main() -> None:
             keys = repo.labels()[cfg.entity.join_key].drop_duplicates().tolist()
             bench_online(repo, keys, args.rounds)
             bench_training_set(repo)
+            bench_stores(cfg, repo.labels())
 
 
 if __name__ == "__main__":
