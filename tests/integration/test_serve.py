@@ -189,6 +189,40 @@ def _send_bad(served: Served, case: dict[str, Any], issued: str) -> httpx.Respon
     return served.post(headers=headers, **kw)
 
 
+def test_deploy_waits_out_a_serve_proxy_killed_while_it_waits_for_the_application(served: Served) -> None:
+    import ray
+    from ray import serve
+
+    cfg = served.cfg.model_copy(deep=True)
+    cfg.serve.route_prefix = "/proxykill"
+    cfg.serve.autoscaling.min_replicas = 1
+    killed: list[str] = []
+
+    def kill_the_proxy_once_the_app_deploys() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "proxykill" not in serve.status().applications:
+            time.sleep(0.05)
+        for actor in ray.util.list_named_actors(all_namespaces=True):
+            if actor["name"].startswith("SERVE_PROXY_ACTOR"):
+                ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]))
+                killed.append(actor["name"])
+
+    killer = threading.Thread(target=kill_the_proxy_once_the_app_deploys)
+    killer.start()
+    try:
+        record = deploy(cfg, name="proxykill")
+        killer.join(timeout=120)
+        assert killed, "the proxy was never killed"
+        assert record.model_version
+        # deploy returned with every proxy healthy again: both applications answer
+        for prefix in ("", "/proxykill"):
+            r = served.post(f"{prefix}/predict", json={"entities": [{"customer_id": served.keys[0]}]})
+            assert r.status_code == 200, (prefix, r.text)
+    finally:
+        killer.join(timeout=120)
+        undeploy(cfg, name="proxykill")
+
+
 def test_bad_input_gets_a_4xx_naming_the_problem_and_no_replica_dies(served: Served) -> None:
     before = _replicas()
     assert len(before) >= 2 and len(BAD_INPUTS) >= 30

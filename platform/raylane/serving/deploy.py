@@ -211,7 +211,7 @@ def deploy(cfg: ProjectConfig, *, embedded: bool = False, name: str | None = Non
             f"the {app_name} application did not start: {reason[:500]}",
             fix="see the replica logs in the Ray session's logs/serve folder",
         ) from exc
-    wait.for_proxies()
+    wait.for_proxies(cfg)
     record = Deployment(
         app=app_name,
         url=url(cfg),
@@ -267,26 +267,33 @@ class _RestartWaiter:
             except (ray.exceptions.RayActorError, TimeoutError) as exc:
                 self._restarted(doing, exc)
 
-    def for_proxies(self) -> None:
-        """Return once every HTTP proxy is healthy (one restarted during the deploy comes back)."""
+    def for_proxies(self, cfg: ProjectConfig) -> None:
+        """Return once every HTTP proxy is healthy and this one routes ``serve.route_prefix``
+        (Serve's status still says healthy for a proxy that died since its last check)."""
+        import httpx
         from ray import serve
         from ray.serve.schema import ProxyStatus
 
+        routes_url = f"http://{cfg.serve.host}:{cfg.serve.port}/-/routes"
         deadline, told = time.monotonic() + self.timeout_s, False
         while True:
             proxies = self.through("waiting for Serve's HTTP proxies", lambda: serve.status().proxies)
-            waiting = {
-                node[:12]: str(getattr(st, "value", st)) for node, st in proxies.items() if st != ProxyStatus.HEALTHY
-            }
+            waiting = {n[:12]: str(getattr(st, "value", st)) for n, st in proxies.items() if st != ProxyStatus.HEALTHY}
             if not waiting:
-                return
+                try:
+                    answer = httpx.get(routes_url, timeout=5.0)
+                    if answer.status_code == 200 and cfg.serve.route_prefix in answer.json():
+                        return
+                    waiting = {"proxy": f"{answer.status_code} from {routes_url}"}
+                except (httpx.HTTPError, ValueError) as exc:
+                    waiting = {"proxy": f"{routes_url}: {exc}"}
             if time.monotonic() >= deadline:
                 raise ServeError(
-                    f"Ray Serve's HTTP proxies are not healthy after {self.timeout_s:.0f} s: {waiting}",
+                    f"Ray Serve's HTTP proxies are not serving after {self.timeout_s:.0f} s: {waiting}",
                     fix="the machine may be overloaded: free CPUs, or raise serve.proxy_health.restart_wait_s",
                 )
-            if not told and ProxyStatus.UNHEALTHY in proxies.values():
-                _log.warning("raylane: Ray Serve is restarting an HTTP proxy; waiting for it")
+            if not told and (ProxyStatus.UNHEALTHY in proxies.values() or "proxy" in waiting):
+                _log.warning("raylane: Ray Serve's HTTP proxy is not answering (restarting?); waiting for it")
                 told = True
             time.sleep(0.5)
 
