@@ -73,8 +73,8 @@ class MlflowBackend(StrictModel):
 class DuckdbOfflineStore(StrictModel):
     """Parquet files read by Feast's DuckDB offline store (the embedded default).
 
-    The point-in-time join runs in DuckDB, a columnar engine in the process: about an order of
-    magnitude faster than the file store on a million label rows (`benchmarks/features.py`).
+    The point-in-time join runs in DuckDB, a columnar engine in the process: 6x the file store's
+    rows/s on a million label rows, measured by `benchmarks/features.py --size large`.
     """
 
     type: Literal["duckdb"] = Field("duckdb", description="Feast's DuckDB offline store.")
