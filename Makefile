@@ -46,7 +46,8 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/features.py
 	$(BIN)/python benchmarks/train.py
-	$(BIN)/python benchmarks/sweep.py
+	$(BIN)/python benchmarks/sweep.py --part search
+	$(BIN)/python benchmarks/sweep.py --part scheduler --size small
 	$(BIN)/python benchmarks/serve.py
 	$(BIN)/python benchmarks/monitor.py
 

@@ -34,6 +34,7 @@ class Tag:
     TRIAL_ID = "raylane.trial_id"
     OUTCOME = "raylane.outcome"
     EPOCHS = "raylane.epochs"
+    PBT_STARTED_FROM = "raylane.pbt.started_from"  # the checkpoint PBT last started a trial from
     BEST_TRIAL = "raylane.best_trial"
     BEST_RUN_ID = "raylane.best_run_id"
     REGISTERED_VERSION = "raylane.registered_version"

@@ -1,7 +1,8 @@
 """Sweeps on Ray Tune (each trial a Ray Train run), tracked in MLflow, gated into the registry.
 
-One 8-trial sweep serves every test (trials are costly on a 2-core machine): its first driver is
-killed midway and the CLI resumes it."""
+One 6-trial Optuna (TPE) sweep serves most tests (trials are costly on a 2-core machine): its first
+driver is killed midway and the CLI resumes it, searcher history included. A 4-trial PBT sweep,
+warm-started from the champion the first sweep registered, checks population-based training."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def _best_kept(cfg: ProjectConfig, trial_id: str) -> float:
     """The best score among the checkpoints Ray Train kept for a trial (read from its storage)."""
     import ray.train
 
-    result = ray.train.Result.from_path(cfg.storage_root / "sweeps" / "eight" / "trials" / f"trial-{trial_id}")
+    result = ray.train.Result.from_path(cfg.storage_root / "sweeps" / "six" / "trials" / f"trial-{trial_id}")
     return max(m["val_roc_auc"] for _, m in result.best_checkpoints)
 
 
@@ -104,7 +105,7 @@ def project(ray_runtime: object, tmp_path_factory: pytest.TempPathFactory) -> Pr
 
 @pytest.fixture(scope="module")
 def swept(project: ProjectConfig, ray_runtime: Any, tmp_path_factory: pytest.TempPathFactory) -> Swept:
-    """An 8-trial sweep whose driver is SIGKILLed midway (once Tune's saved state records an ended
+    """A 6-trial Optuna sweep whose driver is SIGKILLed midway (once Tune's saved state records an ended
     trial, while Tune has seen another train 3 of its epochs), then resumed through the CLI."""
     import contextlib
     import io
@@ -115,17 +116,17 @@ def swept(project: ProjectConfig, ray_runtime: Any, tmp_path_factory: pytest.Tem
     from raylane.cli import main
 
     cfg = project
-    sets = [*SMALL, "tune.num_samples=8"]
+    sets = [*SMALL, "tune.num_samples=6", "tune.search.type=optuna"]
     env = {"CHURN_DATA": str(cfg.data.sources[0].path.parent), "RAYLANE_STORAGE": str(cfg.storage_root)}
     # The first driver joins the test's Ray cluster, as a second process, so that it can be killed.
     cluster = [
         f"backends.ray.address={ray_runtime.address}",
         f"backends.ray.auth_token_file={os.environ['RAY_AUTH_TOKEN_PATH']}",
     ]
-    cmd = [sys.executable, "-m", "raylane", "sweep", str(example_config_path()), "--name", "eight"]
+    cmd = [sys.executable, "-m", "raylane", "sweep", str(example_config_path()), "--name", "six"]
     cmd += [a for s in [*sets, *cluster] for a in ("--set", s)]
     logfile = tmp_path_factory.mktemp("driver") / "driver.log"
-    state_file = cfg.storage_root / "sweeps" / "eight" / "sweep.json"
+    state_file = cfg.storage_root / "sweeps" / "six" / "sweep.json"
     client = MlflowClient(cfg.mlflow_tracking_uri)
     finished: dict[str, int] = {}
     interrupted: set[str] = set()
@@ -137,10 +138,10 @@ def swept(project: ProjectConfig, ray_runtime: Any, tmp_path_factory: pytest.Tem
             deadline = time.monotonic() + 900
             while not finished and time.monotonic() < deadline:
                 assert driver.poll() is None, logfile.read_text()[-3000:]
-                midway = _tune_saw(cfg, "eight", epochs=3)
+                midway = _tune_saw(cfg, "six", epochs=3)
                 if midway and state_file.exists():
                     children = _children(cfg, json.loads(state_file.read_text())["parent_run_id"])
-                    ended = _tune_finished(cfg, "eight")
+                    ended = _tune_finished(cfg, "six")
                     done = {
                         c.info.run_id: c.info.end_time
                         for c in children
@@ -180,12 +181,12 @@ class Swept:
     killed_ms: int  # when the first driver was killed (epoch milliseconds, like MLflow's timestamps)
 
 
-def test_a_sweep_of_eight_trials_registers_its_best_trial(swept: Swept) -> None:
+def test_a_sweep_of_six_optuna_trials_registers_its_best_trial(swept: Swept) -> None:
     from mlflow import MlflowClient
 
     cfg, parent, printed = swept.cfg, swept.parent, swept.printed
     children = _children(cfg, parent.info.run_id)
-    assert len(children) == 8
+    assert len(children) == 6
     client = MlflowClient(cfg.mlflow_tracking_uri)
     # The truth is what Ray Train kept: each trial's checkpoints and their scores. (MLflow may show
     # a trial stopped by ASHA an epoch or two past its stop: its workers ran ahead while Tune
@@ -204,7 +205,13 @@ def test_a_sweep_of_eight_trials_registers_its_best_trial(swept: Swept) -> None:
     best_child = client.get_run(best_run)
     assert best_child.data.metrics["holdout_roc_auc"] == pytest.approx(best_of[best_run], abs=1e-6)
     # printed: the summary table, the best config and metric
-    assert "sweep eight: 8 trials" in printed
+    assert "sweep six (optuna search, asha): 6 trials" in printed
+    assert "best trial per rung" in printed
+    # the parent run records the search algorithm and its settings, and the epochs ASHA saved
+    assert parent.data.params["sweep.search"] == "optuna" and parent.data.params["sweep.initial_trials"] == "2"
+    used = sum(int(c.data.tags["raylane.epochs"]) for c in children)
+    assert parent.data.metrics["trial_epochs_saved"] == 6 * MAX_T - parent.data.metrics["trial_epochs"]
+    assert parent.data.metrics["trial_epochs"] >= used
     assert f"val_roc_auc {best_of[best_run]:.4g}" in printed
     assert "train.learning_rate=" in printed and "model.hidden_layers=" in printed
     # ASHA's budget: no trial runs past max_t epochs
@@ -231,8 +238,8 @@ def test_every_trial_is_a_finished_child_run_with_params_and_epoch_metrics(swept
         # every epoch Tune saw is in MLflow; a trial stopped by ASHA may have logged one more epoch
         # before it was stopped, never more than max_t
         assert set(range(epochs)) <= steps <= set(range(MAX_T))
-    # the sampled parameters differ between trials (random search)
-    assert len({c.data.params["train.learning_rate"] for c in children}) == 8
+    # the proposed parameters differ between trials
+    assert len({c.data.params["train.learning_rate"] for c in children}) == 6
 
 
 def test_resume_after_the_driver_was_killed(swept: Swept) -> None:
@@ -242,9 +249,9 @@ def test_resume_after_the_driver_was_killed(swept: Swept) -> None:
     cfg = swept.cfg
     client = MlflowClient(cfg.mlflow_tracking_uri)
     assert swept.state_at_kill["status"] == "running"
-    assert "resuming sweep eight" in swept.printed or "sweep eight" in swept.printed
+    assert "sweep six (optuna search, asha)" in swept.printed
     children = {c.info.run_id: c for c in _children(cfg, swept.parent.info.run_id)}
-    assert len(children) == 8  # no trial was added or run twice
+    assert len(children) == 6  # no trial was added or run twice
     for run_id, end_time in swept.finished_before_kill.items():
         # what Tune had saved as ended was not run again: not restarted, nothing logged after the kill
         run = children[run_id]
@@ -259,6 +266,79 @@ def test_resume_after_the_driver_was_killed(swept: Swept) -> None:
             resumed_from = {m.value for m in client.get_metric_history(run.info.run_id, "resumed_from")}
             assert max(resumed_from) >= 1, (run.data.tags["raylane.trial_id"], resumed_from)
     assert latest_sweep(cfg, unfinished=True) is None
+
+
+def test_a_resumed_optuna_sweep_keeps_its_searchers_history(swept: Swept) -> None:
+    """Tune restored the Optuna study with the trials: the trials finished before the kill are in its
+    history with their scores, and it proposed no trial twice (6 trials, 6 study trials)."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    cfg = swept.cfg
+    algo = OptunaSearch()
+    algo.restore_from_dir(str(cfg.storage_root / "sweeps" / "six" / "tune"))  # Tune's saved searcher state
+    study = algo._ot_study.trials
+    assert len(study) == 6
+    scored = {round(t.params["train.learning_rate"], 12): t.value for t in study if t.value is not None}
+    children = {c.info.run_id: c for c in _children(cfg, swept.parent.info.run_id)}
+    for run_id in swept.finished_before_kill:
+        lr = round(float(children[run_id].data.params["train.learning_rate"]), 12)
+        assert lr in scored, (lr, scored)  # in the model's history, with its score
+
+
+PBT_SPACE = {
+    "train.learning_rate": {"type": "loguniform", "low": 0.0003, "high": 0.03},
+    "model.dropout": {"type": "uniform", "low": 0.0, "high": 0.3},
+}
+
+
+@pytest.fixture(scope="module")
+def pbt_swept(swept: Swept) -> tuple[ProjectConfig, Any, Any]:
+    """A 4-trial PBT sweep (perturbations every 2 epochs), warm-started from the champion the
+    Optuna sweep registered."""
+    doc = swept.cfg.model_dump(mode="json")
+    doc["tune"].update(
+        num_samples=4,
+        space=PBT_SPACE,
+        warm_start="champion",
+        scheduler={**doc["tune"]["scheduler"], "type": "pbt", "perturbation_interval": 2},
+    )
+    cfg = ProjectConfig.model_validate(doc).with_base_dir(swept.cfg.base_dir)
+    champion = Registry(cfg).champion()
+    assert champion is not None  # the Optuna sweep's best (the first version: no floor)
+    return cfg, sweep(cfg, name="pbt"), champion
+
+
+def test_pbt_copies_strong_trials_into_weak_ones_and_mutates_their_params(pbt_swept: tuple[Any, ...]) -> None:
+    from mlflow import MlflowClient
+
+    cfg, result, _ = pbt_swept
+    client = MlflowClient(cfg.mlflow_tracking_uri)
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.params["sweep.scheduler"] == "pbt"
+    children = _children(cfg, result.parent_run_id)
+    assert len(children) == 4 and {c.info.status for c in children} == {"FINISHED"}
+    copies = [c for c in children if "raylane.pbt.started_from" in c.data.tags]
+    assert copies, "PBT never copied a trial into another"
+    for c in copies:
+        # it went on from the donor's checkpoint (a later epoch than 0), with params PBT changed
+        resumed = {m.value for m in client.get_metric_history(c.info.run_id, "resumed_from")}
+        assert max(resumed) >= 1
+        rates = [m.value for m in client.get_metric_history(c.info.run_id, "pbt.train.learning_rate")]
+        assert len(rates) >= 2 and len(set(rates)) >= 2, rates
+        assert Path(c.data.tags["raylane.pbt.started_from"]).parent.name.startswith("run_trial_")
+    assert result.train is not None and result.train.version is not None  # the best trial is registered
+
+
+def test_warm_start_runs_the_champions_params_first(pbt_swept: tuple[Any, ...]) -> None:
+    from mlflow import MlflowClient
+
+    cfg, result, champion = pbt_swept
+    client = MlflowClient(cfg.mlflow_tracking_uri)
+    recorded = client.get_run(champion.run_id).data.params
+    first = min(result.trials, key=lambda t: t.trial_id)  # Tune numbers trials in the order it made them
+    run = client.get_run(first.run_id)
+    for key in PBT_SPACE:
+        assert float(run.data.params[key]) == pytest.approx(float(recorded[key])), key
 
 
 def test_a_sweep_needs_a_search_space(project: ProjectConfig) -> None:

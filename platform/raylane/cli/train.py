@@ -132,8 +132,9 @@ def sweep_cmd(
     name: Annotated[str | None, typer.Option(help="Sweep name (default: a new unique one).")] = None,
     no_register: Annotated[bool, typer.Option("--no-register", help="Do not register the best model.")] = False,
 ) -> None:
-    """Search hyperparameters with Ray Tune (each trial a Ray Train run, ASHA early stopping), track every
-    trial as a nested MLflow run, and register the best model through the promotion gate."""
+    """Search hyperparameters with Ray Tune (each trial a Ray Train run; random, grid, Optuna or HyperOpt
+    search; ASHA, PBT or FIFO scheduling), track every trial as a nested MLflow run, and register the best
+    model through the promotion gate."""
     from raylane.sweep import sweep
 
     cfg = load(config, set_, model=True)
@@ -148,6 +149,7 @@ def sweep_cmd(
             verbose=state.verbose,
         )
     _print_trials(cfg, result)
+    _print_rungs(result)
     params = ", ".join(f"{k}={fmt(v)}" for k, v in result.best.params.items())
     out.print(f"best trial {result.best.trial_id}: val_{result.metric} {fmt(result.best.best)} with {params}")
     out.print(f"MLflow parent run {result.parent_run_id} ({cfg.mlflow_tracking_uri})", soft_wrap=True)
@@ -165,8 +167,9 @@ def sweep_cmd(
 def _print_trials(cfg: ProjectConfig, result: SweepResult) -> None:
     """The sweep's trials, best first (the best marked ★)."""
     table = Table(
-        title=f"sweep {result.name}: {len(result.trials)} trials in {result.seconds:.0f}s, {result.concurrency} at a"
-        f" time; {result.trial_epochs} trial-epochs",
+        title=f"sweep {result.name} ({cfg.tune.search.type} search, {cfg.tune.scheduler.type}):"
+        f" {len(result.trials)} trials in {result.seconds:.0f}s, {result.concurrency} at a time;"
+        f" {result.trial_epochs} of {result.planned_epochs} trial-epochs ({result.epochs_saved} saved)",
         title_justify="left",
     )
     for col in ("trial", *cfg.tune.space, f"best val_{result.metric}", "epochs", "outcome", "seconds"):
@@ -184,6 +187,16 @@ def _print_trials(cfg: ProjectConfig, result: SweepResult) -> None:
             t.outcome.replace("_", " "),
             f"{t.seconds:.0f}",
         )
+    out.print(table)
+
+
+def _print_rungs(result: SweepResult) -> None:
+    """The best trial at each rung (the epochs where the scheduler compares trials)."""
+    table = Table(title="best trial per rung", title_justify="left")
+    for col in ("epoch", "trials reached", "best trial", f"val_{result.metric}"):
+        table.add_column(col, justify="left" if col == "best trial" else "right")
+    for r in result.rungs:
+        table.add_row(str(r.epoch), str(r.reached), r.best_trial or "—", fmt(r.best))
     out.print(table)
 
 

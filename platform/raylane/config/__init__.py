@@ -65,6 +65,7 @@ from raylane.config.serving import (
     TriggersConfig,
 )
 from raylane.config.training import (
+    PBT_MUTABLE,
     SEARCHABLE,
     EarlyStopping,
     ModelConfig,
@@ -72,6 +73,7 @@ from raylane.config.training import (
     PromotionConfig,
     RegistryConfig,
     SchedulerConfig,
+    SearchConfig,
     TrainConfig,
     TuneConfig,
     ValidationSplit,
@@ -79,6 +81,7 @@ from raylane.config.training import (
 
 __all__ = [
     "ENV_PREFIX",
+    "PBT_MUTABLE",
     "SEARCHABLE",
     "TASK_METRICS",
     "AuthConfig",
@@ -120,6 +123,7 @@ __all__ = [
     "RedisOnlineStore",
     "RegistryConfig",
     "SchedulerConfig",
+    "SearchConfig",
     "ServeConfig",
     "SourceConfig",
     "SqliteOnlineStore",

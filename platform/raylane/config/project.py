@@ -175,11 +175,20 @@ class ProjectConfig(StrictModel):
             else:
                 candidates = [dim.low, dim.high]
             for value in candidates:
-                try:
-                    type(section_model).model_validate({**section_model.model_dump(), name: value})
-                except ValidationError as exc:
-                    problem = exc.errors()[0]["msg"]
-                    raise ValueError(f"{where}: {value!r} is not a valid `{key}`: {problem}") from None
+                _check_value(section_model, key, value, where)
+        self._check_points()
+
+    def _check_points(self) -> None:
+        """Every value of ``tune.points_to_evaluate`` is a point of its dimension and valid for it."""
+        for i, point in enumerate(self.tune.points_to_evaluate):
+            for key, value in point.items():
+                where = f"tune.points_to_evaluate.{i}.{key}"
+                problem = self.tune.space[key].outside(value)
+                if problem:
+                    raise ValueError(f"{where}: {value!r} {problem}")
+                section = key.partition(".")[0]
+                if section in SEARCHABLE and not key.startswith("model.params."):
+                    _check_value(getattr(self, section), key, value, where)
 
     # ----- derived values (one place, so stages never recompute them differently)
 
@@ -256,3 +265,12 @@ class ProjectConfig(StrictModel):
     def to_yaml(self) -> str:
         """The resolved config, defaults included, as YAML."""
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _check_value(section_model: BaseModel, key: str, value: Any, where: str) -> None:
+    """``value`` is a valid ``key`` (``section.name``) by its section's own checks."""
+    try:
+        type(section_model).model_validate({**section_model.model_dump(), key.partition(".")[2]: value})
+    except ValidationError as exc:
+        problem = exc.errors()[0]["msg"]
+        raise ValueError(f"{where}: {value!r} is not a valid `{key}`: {problem}") from None

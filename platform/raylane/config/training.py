@@ -153,20 +153,71 @@ class ParamSpace(StrictModel):
                 raise ValueError(f"`loguniform` needs `low` > 0, got {self.low}")
         return self
 
+    def outside(self, value: Any) -> str | None:
+        """Why ``value`` is not a point of this dimension (None when it is one)."""
+        if self.type in ("choice", "grid"):
+            return None if value in (self.values or []) else f"is not one of `values` {self.values}"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return "is not a number"
+        low, high = self.low or 0.0, self.high or 0.0
+        if self.type == "randint":
+            ok = float(value).is_integer() and low <= value < high
+            return None if ok else f"is not an integer in [{int(low)}, {int(high)})"
+        return None if low <= value <= high else f"is outside [{low}, {high}]"
+
 
 class SchedulerConfig(StrictModel):
-    """Trial scheduler."""
+    """Trial scheduler: which trials get more epochs."""
 
-    type: Literal["asha", "fifo"] = Field("asha", description="`asha` stops weak trials early; `fifo` never.")
+    type: Literal["asha", "fifo", "pbt"] = Field(
+        "asha",
+        description="`asha` stops weak trials early; `fifo` never; `pbt` (population-based training) copies"
+        " strong trials' checkpoints into weak ones and mutates the copies' params (it may search only"
+        " `train.learning_rate`, `train.weight_decay`, `train.batch_size` and `model.dropout`).",
+    )
     max_t: int = Field(10, ge=1, description="Most epochs a trial may run.")
-    grace_period: int = Field(2, ge=1, description="Epochs before a trial may be stopped.")
+    grace_period: int = Field(2, ge=1, description="Epochs before a trial may be stopped (`asha`).")
     reduction_factor: float = Field(2.0, gt=1.0, description="ASHA's halving rate.")
+    perturbation_interval: int = Field(2, ge=1, description="`pbt`: epochs between a trial's exploit/explore steps.")
+    quantile_fraction: float = Field(
+        0.25, gt=0.0, le=0.5, description="`pbt`: the bottom fraction of trials copies the top fraction."
+    )
+    resample_probability: float = Field(
+        0.25, ge=0.0, le=1.0, description="`pbt`: chance a copied param is drawn anew from its space, not perturbed."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> SchedulerConfig:
         if self.grace_period > self.max_t:
             raise ValueError(f"`grace_period` ({self.grace_period}) must not exceed `max_t` ({self.max_t})")
+        if self.type == "pbt" and self.perturbation_interval >= self.max_t:
+            raise ValueError(
+                f"`perturbation_interval` ({self.perturbation_interval}) must be below `max_t` ({self.max_t}):"
+                " PBT would never exploit; lower it or raise max_t"
+            )
         return self
+
+
+class SearchConfig(StrictModel):
+    """How the next trial's params are chosen."""
+
+    type: Literal["random", "grid", "optuna", "hyperopt"] = Field(
+        "random",
+        description="`random` samples the space (its `grid` dims enumerated); `grid` runs every combination of"
+        " `choice`/`grid` dims; `optuna` (Optuna's TPE) and `hyperopt` (HyperOpt's TPE) learn from the"
+        " finished trials.",
+    )
+    initial_trials: int | None = Field(
+        None,
+        ge=1,
+        description="Model-based searchers: random trials before the model proposes; when omitted a quarter of"
+        " `num_samples` (at least 2, at most 10).",
+    )
+    seed: int | None = Field(None, description="The searcher's seed; `train.seed` when omitted.")
+
+
+PBT_MUTABLE = ("train.learning_rate", "train.weight_decay", "train.batch_size", "model.dropout")
+"""What PBT may change in a running trial: none of them changes the shapes of the weights it copies."""
 
 
 class TuneConfig(StrictModel):
@@ -176,12 +227,74 @@ class TuneConfig(StrictModel):
     max_concurrent_trials: int | None = Field(
         None, ge=1, description="Trials at once; sized to the cluster's CPUs when omitted."
     )
-    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig, description="Early stopping.")
+    search: SearchConfig = Field(default_factory=SearchConfig, description="Search algorithm.")
+    scheduler: SchedulerConfig = Field(
+        default_factory=SchedulerConfig, description="Which trials train on: ASHA, PBT or FIFO."
+    )
     space: dict[str, ParamSpace] = Field(
         default_factory=dict,
         description="Search space: `model.<field>` or `train.<field>` → a distribution. Every trial trains"
         " `scheduler.max_t` epochs at most (not `train.epochs`).",
     )
+    warm_start: Literal["champion"] | None = Field(
+        None,
+        description="`champion`: the first trial runs the current champion's params (from its MLflow run) on"
+        " today's data; nothing when there is no champion yet.",
+    )
+    points_to_evaluate: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Trials to run first, each a `{param: value}` for every key of `space`; after the"
+        " `warm_start` point.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> TuneConfig:
+        search, sched = self.search.type, self.scheduler.type
+        grid = [k for k, d in self.space.items() if d.type == "grid"]
+        if search == "grid":
+            open_dims = [k for k, d in self.space.items() if d.type not in ("grid", "choice")]
+            if open_dims:
+                raise ValueError(
+                    f"search.type `grid` needs finite candidates, but `space.{open_dims[0]}` is"
+                    f" {self.space[open_dims[0]].type}: give it `type: choice` with `values`, or use"
+                    " `search.type: random`"
+                )
+        if search in ("optuna", "hyperopt") and grid:
+            raise ValueError(
+                f"search.type `{search}` proposes every point itself, so `space.{grid[0]}` cannot be `grid`:"
+                " make it `type: choice`"
+            )
+        if sched == "pbt":
+            self._check_pbt(search, grid)
+        for i, point in enumerate(self.points_to_evaluate):
+            unknown, missing = sorted(set(point) - set(self.space)), sorted(set(self.space) - set(point))
+            if unknown or missing:
+                problem = f"{unknown[0]!r} is not in `space`" if unknown else f"misses {missing[0]!r}"
+                raise ValueError(
+                    f"points_to_evaluate.{i}: {problem}; a point gives a value to each key of `space`:"
+                    f" {sorted(self.space)}"
+                )
+        return self
+
+    def _check_pbt(self, search: str, grid: list[str]) -> None:
+        if search != "random":
+            raise ValueError(
+                f"scheduler.type `pbt` explores by mutating running trials and cannot take search.type `{search}`:"
+                " use `search.type: random`"
+            )
+        fixed = [k for k in self.space if k not in PBT_MUTABLE]
+        if fixed:
+            raise ValueError(
+                f"scheduler.type `pbt` changes params while a trial trains, and `space.{fixed[0]}` cannot change"
+                f" mid-run (PBT may mutate: {', '.join(PBT_MUTABLE)}): fix it outside `space`, or use"
+                " `scheduler.type: asha`"
+            )
+        if grid:
+            raise ValueError(
+                f"scheduler.type `pbt` resamples params, so `space.{grid[0]}` cannot be `grid`: use `choice`"
+            )
+        if self.num_samples < 2:
+            raise ValueError("scheduler.type `pbt` needs a population: set `num_samples` to 2 or more")
 
 
 SEARCHABLE: dict[str, tuple[str, ...]] = {

@@ -7,17 +7,29 @@ stopped early.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from raylane.config import ProjectConfig
 from raylane.errors import RaylaneError
 from raylane.lineage import Tag
+from raylane.sweep.space import decode_params
 from raylane.sweep.trial import BEST_PATH, BEST_SCORE
 from raylane.training import TrainResult
 
-__all__ = ["SweepProgress", "SweepResult", "TrialSummary", "best_checkpoint", "summaries"]
+__all__ = [
+    "Rung",
+    "SweepProgress",
+    "SweepResult",
+    "TrialSummary",
+    "best_checkpoint",
+    "rung_epochs",
+    "rungs",
+    "summaries",
+    "trial_id_of",
+]
 
 
 @dataclass
@@ -32,6 +44,18 @@ class TrialSummary:
     seconds: float
     run_id: str | None = None
     error: str | None = None
+    history: dict[int, float] = field(default_factory=dict)  # epochs completed → validation metric
+    trained_epochs: int = 0  # epochs it trained (a PBT copy starts at its donor's epoch)
+
+
+@dataclass
+class Rung:
+    """The sweep at one epoch milestone: how many trials reached it, and the best one there."""
+
+    epoch: int
+    reached: int
+    best_trial: str | None
+    best: float | None
 
 
 @dataclass
@@ -49,9 +73,18 @@ class SweepResult:
     seconds: float
     tune_seconds: float = 0.0  # the trials phase (Tune's fit) alone
 
+    planned_epochs: int = 0  # every planned trial trained to `max_t`
+    rungs: list[Rung] = field(default_factory=list)
+
     @property
     def trial_epochs(self) -> int:
-        return sum(t.epochs for t in self.trials)
+        """Epochs trained, all trials together (the sweep's compute)."""
+        return sum(t.trained_epochs for t in self.trials)
+
+    @property
+    def epochs_saved(self) -> int:
+        """Trial-epochs the scheduler saved against training every planned trial to `max_t`."""
+        return self.planned_epochs - self.trial_epochs
 
     @property
     def trial_seconds(self) -> float:
@@ -77,6 +110,13 @@ class SweepProgress:
     event: str
 
 
+def trial_id_of(result: Any) -> str:
+    """The Tune trial id of a result: from its folder (``run_trial_<id>_<n>_…``), which stays the
+    trial's own when PBT copied another trial's last result into it."""
+    found = re.match(r"run_trial_([0-9a-f]+(?:_\d{5})?)_\d+_", Path(result.path).name)
+    return found.group(1) if found else str((result.metrics or {}).get("trial_id"))
+
+
 def summaries(
     cfg: ProjectConfig, results: list[Any], client: Any, experiment_id: str, name: str, val_key: str, mode: str
 ) -> list[TrialSummary]:
@@ -88,7 +128,8 @@ def summaries(
     }
     out = []
     for r in results:
-        trial_id = str(r.metrics.get("trial_id") or Path(r.path).name)
+        trial_id = trial_id_of(r)
+        history, trained = _history(r, val_key, mode)
         run = runs.get(trial_id)
         outcome = run.data.tags.get(Tag.OUTCOME, "not_run") if run is not None else "not_run"
         if r.error is not None:
@@ -96,15 +137,59 @@ def summaries(
         out.append(
             TrialSummary(
                 trial_id=trial_id,
-                params={k: v for k, v in (r.config or {}).items() if k in cfg.tune.space},
+                params=decode_params(cfg, r.config or {}),
                 outcome=outcome,
                 epochs=int(r.metrics.get("epochs_completed", 0) or 0),
                 best=_best_value(r, val_key, mode),
+                history=history,
+                trained_epochs=trained,
                 seconds=float(r.metrics.get("time_total_s", 0.0) or 0.0),
                 run_id=run.info.run_id if run is not None else None,
                 error=str(r.error).strip().splitlines()[-1][:300] if r.error is not None else None,
             )
         )
+    return out
+
+
+def _history(result: Any, val_key: str, mode: str) -> tuple[dict[int, float], int]:
+    """A trial's metric at each epoch it completed (the best when it trained one twice) and how many
+    epochs it trained (its epoch reports, not its final word)."""
+    frame = result.metrics_dataframe
+    if frame is None or val_key not in frame or "epochs_completed" not in frame:
+        return {}, 0
+    if BEST_SCORE in frame:
+        frame = frame[frame[BEST_SCORE].isna()]
+    frame = frame.dropna(subset=[val_key, "epochs_completed"])
+    pick = max if mode == "max" else min
+    out: dict[int, float] = {}
+    for epoch, value in zip(frame["epochs_completed"], frame[val_key], strict=True):
+        key = int(epoch)
+        out[key] = pick(out[key], float(value)) if key in out else float(value)
+    return out, len(frame)
+
+
+def rung_epochs(cfg: ProjectConfig) -> list[int]:
+    """The epochs at which the scheduler compares trials: ASHA's milestones, PBT's perturbation
+    points, and `max_t`."""
+    sched = cfg.tune.scheduler
+    marks = {sched.max_t}
+    if sched.type == "asha":
+        t = float(sched.grace_period)
+        while t < sched.max_t:
+            marks.add(int(t))
+            t *= sched.reduction_factor
+    elif sched.type == "pbt":
+        marks |= set(range(sched.perturbation_interval, sched.max_t, sched.perturbation_interval))
+    return sorted(marks)
+
+
+def rungs(cfg: ProjectConfig, trials: list[TrialSummary], mode: str) -> list[Rung]:
+    """At each of `rung_epochs`: the trials that reached it and the best of them there."""
+    out = []
+    for epoch in rung_epochs(cfg):
+        there = [(t.history[epoch], t.trial_id) for t in trials if epoch in t.history]
+        best = (max if mode == "max" else min)(there, default=None)
+        out.append(Rung(epoch, len(there), best[1] if best else None, best[0] if best else None))
     return out
 
 

@@ -26,7 +26,16 @@ from raylane.config import ProjectConfig
 from raylane.errors import RaylaneError, SweepInterrupted, UserError
 from raylane.lineage import Tag
 from raylane.sweep.reclaim import job_id, reclaim
-from raylane.sweep.results import SweepProgress, SweepResult, TrialSummary, best_checkpoint, summaries
+from raylane.sweep.results import (
+    SweepProgress,
+    SweepResult,
+    TrialSummary,
+    best_checkpoint,
+    rungs,
+    summaries,
+    trial_id_of,
+)
+from raylane.sweep.search import first_points, scheduler, search_settings, searcher
 from raylane.sweep.space import concurrency, planned_trials, search_space, trial_config
 from raylane.sweep.trial import run_trial
 from raylane.training import Prepared, TrainResult, ensure_experiment, finish, log_run_header, prepare
@@ -193,6 +202,9 @@ def _open_parent(cfg: ProjectConfig, prep: Prepared, experiment_id: str, state: 
         with mlflow.start_run(experiment_id=experiment_id, run_name=state.name) as parent:
             log_run_header(cfg, prep.lineage, {Tag.KIND: "sweep", Tag.SWEEP: state.name})
             mlflow.log_dict({k: v.model_dump(mode="json") for k, v in cfg.tune.space.items()}, "sweep/space.json")
+            settings = search_settings(cfg)
+            mlflow.log_dict(settings, "sweep/search.json")
+            mlflow.log_params({f"sweep.{k}": v for k, v in settings.items()})
         doc["parent_run_id"] = parent.info.run_id
     doc["drivers"] = [*doc.get("drivers", []), job_id()]
     state.save()
@@ -231,8 +243,8 @@ def _tuner(
     if resume and tune.Tuner.can_restore(str(tune_dir)):
         step(f"resuming sweep {name} ({slots} trial(s) at a time)")
         return tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_unfinished=True, resume_errored=True)
-    sched = cfg.tune.scheduler
-    step(f"sweep {name}: {cfg.tune.num_samples} trial(s), {slots} at a time, {sched.type} scheduler")
+    search, sched = cfg.tune.search.type, cfg.tune.scheduler.type
+    step(f"sweep {name}: {planned_trials(cfg)} trial(s), {slots} at a time, {search} search, {sched} scheduler")
     return tune.Tuner(
         trainable,
         param_space=search_space(cfg),
@@ -240,8 +252,8 @@ def _tuner(
             metric=f"val_{prep.metric}",
             mode=prep.mode,
             num_samples=cfg.tune.num_samples,
-            scheduler=_scheduler(cfg),
-            search_alg=_searcher(cfg, slots),
+            scheduler=scheduler(cfg),
+            search_alg=searcher(cfg, slots, first_points(cfg, step=step)),
         ),
         run_config=tune.RunConfig(
             name="tune",
@@ -249,30 +261,10 @@ def _tuner(
             verbose=0,
             callbacks=make_callbacks(cfg, name, prep.metric, prep.mode),
             failure_config=tune.FailureConfig(max_failures=0),
+            # Under PBT Tune holds every epoch's checkpoint (copied into other trials; never deleted:
+            # Tune's own clean-up would delete a copied checkpoint from under the trial using it).
         ),
     )
-
-
-def _scheduler(cfg: ProjectConfig) -> Any:
-    """ASHA on ``epochs_completed`` (true across resumes), or FIFO."""
-    from ray import tune
-
-    sched = cfg.tune.scheduler
-    if sched.type != "asha":
-        return tune.schedulers.FIFOScheduler()
-    return tune.schedulers.ASHAScheduler(
-        time_attr="epochs_completed",
-        max_t=sched.max_t,
-        grace_period=sched.grace_period,
-        reduction_factor=sched.reduction_factor,
-    )
-
-
-def _searcher(cfg: ProjectConfig, slots: int) -> Any:
-    """Random search, seeded: the same config samples the same trials."""
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    return BasicVariantGenerator(max_concurrent=slots, random_state=cfg.train.seed)
 
 
 def _fit(tuner: Any, on_progress: Callable[[SweepProgress], object] | None, verbose: bool) -> tuple[list[Any], float]:
@@ -315,11 +307,24 @@ def _conclude(
     trials = summaries(cfg, results, client, experiment_id, state.name, val_key, mode)
     _stop_if_interrupted(cfg, state.name, results, trials, client, parent_run_id)
     best = _best_trial(state.name, trials, client, parent_run_id, val_key, mode)
-    best_result = next(r for r in results if (r.metrics or {}).get("trial_id") == best.trial_id)
+    best_result = next(r for r in results if trial_id_of(r) == best.trial_id)
     result = _register_best(cfg, prep, best, best_checkpoint(best_result, val_key, mode), register=register, step=step)
     started, tune_seconds, slots = timing
     elapsed = time.perf_counter() - started
-    out = SweepResult(state.name, parent_run_id, prep.metric, mode, trials, best, result, slots, elapsed, tune_seconds)
+    out = SweepResult(
+        state.name,
+        parent_run_id,
+        prep.metric,
+        mode,
+        trials,
+        best,
+        result,
+        slots,
+        elapsed,
+        tune_seconds,
+        planned_epochs=planned_trials(cfg) * cfg.tune.scheduler.max_t,
+        rungs=rungs(cfg, trials, mode),
+    )
     _log_parent(out, result)
     state.doc.update(status="finished", best_trial=best.trial_id, version=result.version)
     state.save()
@@ -334,7 +339,7 @@ def _stop_if_interrupted(
     unfinished = [r for r in results if not (r.error or (r.metrics or {}).get("done"))]
     if not unfinished and len(results) >= planned_trials(cfg):
         return
-    stopped = {str((r.metrics or {}).get("trial_id")) for r in unfinished}
+    stopped = {trial_id_of(r) for r in unfinished}
     for t in trials:
         if t.run_id is not None and t.trial_id in stopped:
             client.set_terminated(t.run_id, status="KILLED")
@@ -392,6 +397,7 @@ def _log_parent(out: SweepResult, result: TrainResult) -> None:
                 "trials_stopped_early": out.count("stopped_early"),
                 "trials_failed": out.count("failed"),
                 "trial_epochs": out.trial_epochs,
+                "trial_epochs_saved": out.epochs_saved,
             }
         )
         mlflow.set_tags(
@@ -402,3 +408,4 @@ def _log_parent(out: SweepResult, result: TrainResult) -> None:
             }
         )
         mlflow.log_dict({"trials": [asdict(t) for t in out.trials]}, "sweep/trials.json")
+        mlflow.log_dict({"rungs": [asdict(r) for r in out.rungs]}, "sweep/rungs.json")

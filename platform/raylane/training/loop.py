@@ -200,19 +200,25 @@ class TrainContext:
         return self.should_stop
 
     def _restore(self) -> None:
-        """Continue from Ray Train's last checkpoint (after a worker failure, or a resumed trial)."""
+        """Continue from Ray Train's last checkpoint (after a worker failure, a resumed trial, or a PBT copy)."""
         import ray.train
         import torch
 
-        ckpt = ray.train.get_checkpoint()
+        ckpt, copied = ray.train.get_checkpoint(), False
+        if not ckpt and self.config.get("start_from"):
+            ckpt, copied = ray.train.Checkpoint(self.config["start_from"]), True
         if not ckpt:
             return
         with ckpt.as_directory() as d:
             state = torch.load(Path(d) / "state.pt", map_location="cpu", weights_only=True)
         self.bundle.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # this run's settings (PBT may have changed them)
+            group["lr"], group["weight_decay"] = self.config["lr"], self.config["weight_decay"]
         self.start_epoch, self.best, self.bad = state["epoch"] + 1, state["best"], state["bad"]
         self.resumed_from = state["epoch"]
+        if copied:  # a PBT copy of a trial that had trained every epoch retrains the last one with its params
+            self.start_epoch = min(self.start_epoch, self.config["epochs"] - 1)
 
     def _maybe_fail(self, epoch: int) -> None:
         """A worker dies mid-run when the fault-tolerance test asks for it (once: a marker file)."""

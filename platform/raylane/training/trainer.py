@@ -58,6 +58,7 @@ def make_trainer(
     run_id: str | None,
     callbacks: list[Any] | None = None,
     faults: dict[str, Any] | None = None,
+    start_from: Any = None,
 ) -> Any:
     """The `TorchTrainer` for one training run of ``cfg`` (a plain run or one sweep trial).
 
@@ -65,13 +66,15 @@ def make_trainer(
         name: Ray Train run name. A name already used under ``storage_path`` resumes that run from
             its last checkpoint (or returns its result when it had finished).
         run_id: MLflow run the workers log per-epoch metrics to; ``None`` when a Tune callback does.
+        start_from: The path of a checkpoint a new run starts from (PBT's copy of a stronger trial's);
+            the run's own checkpoints win once it has some.
     """
     import ray.train
     from ray.train.torch import TorchTrainer
 
     return TorchTrainer(
         train_loop,
-        train_loop_config=_loop_config(cfg, prep, run_id=run_id, faults=faults),
+        train_loop_config={**_loop_config(cfg, prep, run_id=run_id, faults=faults), "start_from": start_from},
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.train.num_workers,
             use_gpu=cfg.train.use_gpu,
