@@ -23,7 +23,7 @@ PBT_SPACE = json.dumps(
 )
 
 POINT = (
-    'tune.points_to_evaluate=[{{"train.learning_rate": {lr}, "model.dropout": 0.1, "model.hidden_layers": {layers}}}]'  # noqa: E501
+    'tune.points_to_evaluate=[{{"train.learning_rate": {lr}, "model.dropout": 0.1, "model.hidden_layers": {layers}}}]'
 )
 
 
