@@ -92,6 +92,7 @@ def test_http_predict_with_text_equals_the_plain_mlflow_model(tickets: tuple[Pro
 
 
 def test_a_sweep_over_model_params_registers_through_the_gate(tickets: tuple[ProjectConfig, TrainResult]) -> None:
+    """A HyperOpt (TPE) sweep over the entrypoint model's own params: its second trial is the model's."""
     from raylane.sweep import sweep
 
     cfg, _ = tickets
@@ -99,6 +100,7 @@ def test_a_sweep_over_model_params_registers_through_the_gate(tickets: tuple[Pro
     doc["tune"] = {
         "num_samples": 2,
         "max_concurrent_trials": 1,
+        "search": {"type": "hyperopt", "initial_trials": 1},
         "scheduler": {"type": "fifo", "max_t": 2, "grace_period": 1},
         "space": {"model.params.hidden": {"type": "choice", "values": [16, 32]}},
     }

@@ -111,6 +111,18 @@ def test_schedulers_are_tunes_own_on_epochs_completed() -> None:
     assert pbt._time_attr == "epochs_completed" and set(pbt._hyperparam_mutations) == set(json.loads(PBT_SPACE))
 
 
+def test_pbt_mutations_stay_inside_the_space() -> None:
+    space = {**json.loads(PBT_SPACE), "train.batch_size": {"type": "randint", "low": 32, "high": 257}}
+    cfg = _cfg("tune.scheduler.type=pbt", f"tune.space={json.dumps(space)}")
+    explore = scheduler(cfg)._custom_explore_fn
+    config = {"train.learning_rate": 0.05, "model.dropout": 1.3, "train.batch_size": 300.4}
+    assert explore(config) == {"train.learning_rate": 0.03, "model.dropout": 0.3, "train.batch_size": 256}
+    assert (
+        explore({"train.learning_rate": 0.001, "model.dropout": 0.2, "train.batch_size": 64.6})["train.batch_size"]
+        == 65
+    )
+
+
 def test_grid_search_runs_every_combination_of_the_choices() -> None:
     cfg = _cfg(
         "tune.search.type=grid",

@@ -18,7 +18,15 @@ from raylane.config import ProjectConfig
 from raylane.errors import UserError
 from raylane.sweep.space import encode_point, search_space
 
-__all__ = ["champion_point", "first_points", "initial_trials", "scheduler", "search_settings", "searcher"]
+__all__ = [
+    "WithinSpace",
+    "champion_point",
+    "first_points",
+    "initial_trials",
+    "scheduler",
+    "search_settings",
+    "searcher",
+]
 
 
 def initial_trials(cfg: ProjectConfig) -> int:
@@ -95,9 +103,29 @@ def scheduler(cfg: ProjectConfig) -> Any:
             hyperparam_mutations=search_space(cfg),
             quantile_fraction=sched.quantile_fraction,
             resample_probability=sched.resample_probability,
+            custom_explore_fn=WithinSpace(cfg),
             synch=False,
         )
     return tune.schedulers.FIFOScheduler()
+
+
+class WithinSpace:
+    """PBT's explore step, then each numeric param clipped into its dimension (PBT multiplies by
+    0.8 or 1.2 without bounds: a dropout could leave [0, 1))."""
+
+    def __init__(self, cfg: ProjectConfig) -> None:
+        self.bounds = {
+            key: (dim.low or 0.0, (dim.high or 0.0) - (1 if dim.type == "randint" else 0), dim.type == "randint")
+            for key, dim in cfg.tune.space.items()
+            if dim.type in ("uniform", "loguniform", "randint")
+        }
+
+    def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
+        for key, (low, high, integer) in self.bounds.items():
+            if key in config:
+                value = min(max(config[key], low), high)
+                config[key] = int(round(value)) if integer else float(value)
+        return config
 
 
 def first_points(cfg: ProjectConfig, *, step: Any = lambda _: None) -> list[dict[str, Any]]:
