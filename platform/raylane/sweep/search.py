@@ -124,7 +124,7 @@ class WithinSpace:
         for key, (low, high, integer) in self.bounds.items():
             if key in config:
                 value = min(max(config[key], low), high)
-                config[key] = int(round(value)) if integer else float(value)
+                config[key] = round(value) if integer else float(value)
         return config
 
 
