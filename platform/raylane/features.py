@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import yaml
 
 from raylane.as_of import number_pairs, within_ttl
@@ -270,6 +271,17 @@ class FeatureRepo:
                 fix="run `raylane features apply CONFIG`",
             )
 
+    def _check_offline_tables(self) -> None:
+        """Every offline table has the event-time column (ingested by this raylane)."""
+        for source in sorted({v.source for v in self.cfg.features.views}):
+            files = sorted(offline_path(self.cfg, source).glob("*.parquet"))
+            if files and EVENT_TIME not in pq.read_schema(files[0]).names:
+                raise FeatureStoreError(
+                    f"the offline table {offline_path(self.cfg, source)} was written by an older raylane:"
+                    f" it lacks the `{EVENT_TIME}` column the feature views' ttl is applied from",
+                    fix="re-ingest it with `raylane features ingest CONFIG`",
+                )
+
     # ----- materialization
 
     def _rows_between(self, view: str, start: datetime, end: datetime) -> int:
@@ -304,6 +316,7 @@ class FeatureRepo:
         Views whose window holds no rows are skipped (Feast's Ray offline store fails on them).
         """
         self._check_applied()
+        self._check_offline_tables()
         end = _aware(end) if end is not None else datetime.now(UTC)
         chosen = [v for v in self.cfg.features.views if v.online and (views is None or v.name in views)]
         if views is not None and (unknown := set(views) - {v.name for v in chosen}):
@@ -368,6 +381,7 @@ class FeatureRepo:
         import ray
 
         self._check_applied()
+        self._check_offline_tables()
         frame = self.labels() if entity_df is None else entity_df
         table = self._join(frame)
         n = blocks or max(1, int(ray.cluster_resources().get("CPU", 1)))

@@ -179,3 +179,20 @@ def test_training_set_before_apply_is_a_clear_error(fresh_churn: ProjectConfig) 
 
     with pytest.raises(FeatureStoreError, match="raylane features apply"):
         FeatureRepo(fresh_churn).training_set()
+
+
+def test_an_offline_table_from_an_older_raylane_asks_for_a_re_ingest(fresh_churn: ProjectConfig) -> None:
+    """A table written before ingest kept each row's event time (the ttl's clock) is refused with the fix."""
+    import pyarrow.parquet as pq
+
+    from raylane.errors import FeatureStoreError
+    from raylane.ingest import EVENT_TIME
+
+    ingest(fresh_churn)
+    repo = FeatureRepo(fresh_churn)
+    repo.apply()
+    for file in offline_path(fresh_churn, "activity").glob("*.parquet"):
+        pq.write_table(pq.read_table(file).drop_columns([EVENT_TIME]), file)
+    for build in (repo.training_set, repo.materialize):
+        with pytest.raises(FeatureStoreError, match="re-ingest it with `raylane features ingest CONFIG`"):
+            build()

@@ -260,3 +260,14 @@ def test_a_service_beyond_loopback_needs_an_api_key(tmp_path: Path) -> None:
     open_ = load_config(example_config_path(), ["serve.host=10.1.2.3", "serve.auth.allow_anonymous=true"], env=env)
     assert open_.serve.exposure_warning is None and not open_.serve.auth.enabled
     assert load_config(example_config_path(), env=env).serve.exposure_warning is None  # 127.0.0.1
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [("127.0.0.1", "http://127.0.0.1:8000"), ("0.0.0.0", "http://127.0.0.1:8000"), ("::1", "http://[::1]:8000")],
+)
+def test_the_service_origin_reaches_wildcard_binds_on_loopback_and_brackets_ipv6(host: str, expected: str) -> None:
+    from raylane.serving.client import origin, url
+
+    cfg = load_config(EXAMPLE, overrides=[f"serve.host={host}", "serve.auth.allow_anonymous=true", "serve.port=8000"])
+    assert origin(cfg) == expected and url(cfg) == expected + cfg.serve.route_prefix.rstrip("/")

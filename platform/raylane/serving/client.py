@@ -13,13 +13,19 @@ from typing import Any
 from raylane.config import ProjectConfig
 from raylane.errors import ServeError
 
-__all__ = ["Client", "api_key", "url"]
+__all__ = ["Client", "api_key", "origin", "url"]
+
+
+def origin(cfg: ProjectConfig) -> str:
+    """``http://host:port`` of the service as seen from this machine: a wildcard bind is reached on
+    127.0.0.1, an IPv6 address in brackets."""
+    host = "127.0.0.1" if cfg.serve.host in ("0.0.0.0", "::") else cfg.serve.host
+    return f"http://{f'[{host}]' if ':' in host else host}:{cfg.serve.port}"
 
 
 def url(cfg: ProjectConfig) -> str:
-    """The service's base URL (``serve.host:serve.port`` and ``serve.route_prefix``)."""
-    prefix = cfg.serve.route_prefix.rstrip("/")
-    return f"http://{cfg.serve.host}:{cfg.serve.port}{prefix}"
+    """The service's base URL (`origin` and ``serve.route_prefix``)."""
+    return origin(cfg) + cfg.serve.route_prefix.rstrip("/")
 
 
 def api_key(cfg: ProjectConfig) -> str | None:

@@ -274,8 +274,9 @@ class _RestartWaiter:
         from ray import serve
         from ray.serve.schema import ProxyStatus
 
-        host = "127.0.0.1" if cfg.serve.host in ("0.0.0.0", "::") else cfg.serve.host  # a wildcard bind
-        routes_url = f"http://{host}:{cfg.serve.port}/-/routes"
+        from raylane.serving.client import origin
+
+        routes_url = f"{origin(cfg)}/-/routes"
         deadline, told = time.monotonic() + self.timeout_s, False
         while True:
             proxies = self.through("waiting for Serve's HTTP proxies", lambda: serve.status().proxies)
