@@ -271,8 +271,10 @@ class FeatureRepo:
                 fix="run `raylane features apply CONFIG`",
             )
 
-    def _check_offline_tables(self) -> None:
-        """Every offline table has the event-time column (ingested by this raylane)."""
+    def check_offline(self) -> None:
+        """The repo is applied and every offline table has the event-time column (ingested by
+        this raylane): what a point-in-time join needs."""
+        self._check_applied()
         for source in sorted({v.source for v in self.cfg.features.views}):
             files = sorted(offline_path(self.cfg, source).glob("*.parquet"))
             if files and EVENT_TIME not in pq.read_schema(files[0]).names:
@@ -315,8 +317,7 @@ class FeatureRepo:
 
         Views whose window holds no rows are skipped (Feast's Ray offline store fails on them).
         """
-        self._check_applied()
-        self._check_offline_tables()
+        self.check_offline()
         end = _aware(end) if end is not None else datetime.now(UTC)
         chosen = [v for v in self.cfg.features.views if v.online and (views is None or v.name in views)]
         if views is not None and (unknown := set(views) - {v.name for v in chosen}):
@@ -380,16 +381,16 @@ class FeatureRepo:
         """
         import ray
 
-        self._check_applied()
-        self._check_offline_tables()
+        self.check_offline()
         frame = self.labels() if entity_df is None else entity_df
-        table = self._join(frame)
+        table = self.join(frame)
         n = blocks or max(1, int(ray.cluster_resources().get("CPU", 1)))
         step = max(1, -(-table.num_rows // n))
         return ray.data.from_arrow([table.slice(i, step) for i in range(0, max(table.num_rows, 1), step)])
 
-    def _join(self, frame: pd.DataFrame) -> pa.Table:
-        """Feast's point-in-time join, one view at a time, joined back onto every input row.
+    def join(self, frame: pd.DataFrame) -> pa.Table:
+        """Feast's point-in-time join, one view at a time, joined back onto every input row (call
+        `check_offline` once first).
 
         Feast's file store drops an input row whose entity has feature rows but none inside the
         view's ttl (instead of giving nulls), and collapses rows with the same key and time.

@@ -62,6 +62,7 @@ ENTRYPOINTS: dict[str, str] = {
     "sweep": "a Ray Tune sweep whose best trial is registered and gated",
     "retrain": "ingest the newest data, materialize, train, gate and promote (what the monitor submits)",
     "materialize": "load feature rows from the offline tables into the online store",
+    "predict": "batch inference: score many entities with a registered model into parquet",
 }
 # Job statuses, spelled once. The first three are Ray's terminal `JobStatus` values; LOST is
 # raylane's own, for a job the job API no longer knows (recorded by the monitor).

@@ -179,13 +179,14 @@ def kuberay(cfg: ProjectConfig, config_file: Path) -> dict[str, dict[str, Any]]:
             "spec": _cluster_spec(cfg),
         },
     }
-    for job in ("train", "sweep"):
+    # the nightly scoring job: every entity, as of now, into <storage_root>/scores/
+    for job, args in (("train", ""), ("sweep", ""), ("predict", " --entities all")):
         out[f"rayjob-{job}.yaml"] = {
             "apiVersion": "ray.io/v1",
             "kind": "RayJob",
             "metadata": _meta(cfg, f"{name}-{job}"),
             "spec": {
-                "entrypoint": f"python {APP_DIR}/jobs/{job}.py {in_pod}",
+                "entrypoint": f"python {APP_DIR}/jobs/{job}.py {in_pod}{args}",
                 "shutdownAfterJobFinishes": True,
                 "ttlSecondsAfterFinished": k.job_ttl_seconds,
                 "activeDeadlineSeconds": k.job_deadline_seconds,

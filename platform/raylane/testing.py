@@ -24,10 +24,12 @@ from raylane.config import ProjectConfig, load_config
 
 __all__ = [
     "RedisServer",
+    "as_of_by_definition",
     "example_config_path",
     "example_project",
     "free_port",
     "listening_sockets",
+    "offline_table",
     "ray_processes",
 ]
 
@@ -187,3 +189,38 @@ def listening_sockets(root: int | None = None) -> list[tuple[str, int, str]]:
         if c.status == psutil.CONN_LISTEN and c.pid in names:
             found.append((c.laddr.ip.removeprefix("::ffff:"), c.laddr.port, names[c.pid]))
     return sorted(found)
+
+
+def offline_table(cfg: ProjectConfig, source: str) -> Any:
+    """A source's whole offline table as a pandas frame."""
+    import pyarrow.dataset as pads
+
+    from raylane.ingest import offline_path
+
+    return pads.dataset(str(offline_path(cfg, source)), format="parquet").to_table().to_pandas()
+
+
+def as_of_by_definition(cfg: ProjectConfig, labels: Any, time_column: str) -> Any:
+    """The as-of join by definition, row by row (tests compare raylane's join with it): per row of
+    ``labels`` and view, the latest feature row with time - ttl <= event_time <= time, else nulls."""
+    key = cfg.entity.join_key
+    out = labels.copy()
+    for view in cfg.features.views:
+        src = cfg.data.source(view.source)
+        feats = offline_table(cfg, view.source)
+        names = cfg.view_features(view)
+        by_key = {k: g.sort_values(src.timestamp_column) for k, g in feats.groupby(key)}
+        values: dict[str, list[object]] = {n: [] for n in names}
+        for k, t in zip(out[key], out[time_column], strict=True):
+            g = by_key.get(k)
+            row = None
+            if g is not None:
+                ts = g[src.timestamp_column]
+                ok = g[(ts <= t) & (ts >= t - view.ttl)]
+                if len(ok):
+                    row = ok.iloc[-1]
+            for n in names:
+                values[n].append(None if row is None else row[n])
+        for n in names:
+            out[n] = values[n]
+    return out

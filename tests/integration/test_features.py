@@ -6,13 +6,12 @@ from datetime import timedelta
 
 import numpy as np
 import pandas as pd
-import pyarrow.dataset as pads
 import pytest
 
 from raylane.config import ProjectConfig
 from raylane.features import FeatureRepo
 from raylane.ingest import ingest, offline_path
-from raylane.testing import example_project
+from raylane.testing import as_of_by_definition, example_project, offline_table
 
 
 @pytest.fixture(scope="module", params=["duckdb", "file", "ray"])
@@ -35,36 +34,6 @@ def test_the_embedded_default_is_duckdb(churn: ProjectConfig) -> None:
     assert FeatureRepo(churn).feature_store_yaml()["offline_store"] == {"type": "duckdb"}
 
 
-def _offline(cfg: ProjectConfig, source: str) -> pd.DataFrame:
-    return pads.dataset(str(offline_path(cfg, source)), format="parquet").to_table().to_pandas()
-
-
-def _brute_force(cfg: ProjectConfig, labels: pd.DataFrame) -> pd.DataFrame:
-    """The as-of join by definition: per label row and view, the latest feature row with
-    label_time - ttl <= event_time <= label_time, else nulls."""
-    key = cfg.entity.join_key
-    out = labels.copy()
-    for view in cfg.features.views:
-        src = cfg.data.source(view.source)
-        feats = _offline(cfg, view.source)
-        names = cfg.view_features(view)
-        by_key = {k: g.sort_values(src.timestamp_column) for k, g in feats.groupby(key)}
-        values: dict[str, list[object]] = {n: [] for n in names}
-        for k, t in zip(out[key], out["label_timestamp"], strict=True):
-            g = by_key.get(k)
-            row = None
-            if g is not None:
-                ts = g[src.timestamp_column]
-                ok = g[(ts <= t) & (ts >= t - view.ttl)]
-                if len(ok):
-                    row = ok.iloc[-1]
-            for n in names:
-                values[n].append(None if row is None else row[n])
-        for n in names:
-            out[n] = values[n]
-    return out
-
-
 def _same(a: pd.Series, b: pd.Series) -> bool:
     a = a.astype(object).where(a.notna(), None)
     b = b.astype(object).where(b.notna(), None)
@@ -79,7 +48,7 @@ def test_training_set_equals_brute_force_as_of_join(store: ProjectConfig) -> Non
     got = repo.training_set(labels).to_pandas()
     assert len(got) == len(labels)
     assert list(got.columns[:3]) == ["customer_id", "label_timestamp", "churned"]
-    expected = _brute_force(churn, labels)
+    expected = as_of_by_definition(churn, labels, "label_timestamp")
     for name in churn.feature_dtypes():
         assert _same(got[name], expected[name]), name
     # the data exercises both branches: some features are null because of the ttl, most are not
@@ -89,7 +58,7 @@ def test_training_set_equals_brute_force_as_of_join(store: ProjectConfig) -> Non
 def test_a_row_after_the_label_time_never_leaks_and_old_rows_expire(store: ProjectConfig) -> None:
     churn = store
     repo = FeatureRepo(churn)
-    activity = _offline(churn, "activity").sort_values("event_timestamp")
+    activity = offline_table(churn, "activity").sort_values("event_timestamp")
     key = churn.entity.join_key
     # an entity with two consecutive activity rows more than 2 h and less than the ttl apart
     found = None
@@ -125,7 +94,7 @@ def test_online_store_holds_the_latest_row_per_entity(churn: ProjectConfig) -> N
     reader = FeatureRepo(churn).online()
     key = churn.entity.join_key
     for source, view in (("profiles", "customer_profile"), ("activity", "customer_activity")):
-        table = _offline(churn, source).sort_values("event_timestamp")
+        table = offline_table(churn, source).sort_values("event_timestamp")
         latest = table.groupby(key).tail(1).set_index(key)
         keys = latest.index[:25].tolist()
         got = reader.get(keys)
@@ -145,7 +114,7 @@ def test_materializing_an_older_window_never_moves_values_back(fresh_churn: Proj
     ingest(cfg)
     repo = FeatureRepo(cfg)
     repo.apply()
-    activity = _offline(cfg, "activity")
+    activity = offline_table(cfg, "activity")
     mid = activity["event_timestamp"].quantile(0.5)
     end = activity["event_timestamp"].max() + timedelta(seconds=1)
     newer = repo.materialize(mid.to_pydatetime(), end.to_pydatetime(), views=["customer_activity"])

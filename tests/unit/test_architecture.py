@@ -33,7 +33,7 @@ LAYERS: list[set[str]] = [
         "examples",
     },
     {"ingest", "as_of", "features"},
-    {"registry", "training", "sweep", "retrain"},
+    {"registry", "training", "sweep", "retrain", "batch"},
     {"cluster", "jobs"},
     {"monitoring"},
     {"serving"},

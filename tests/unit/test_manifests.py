@@ -63,7 +63,9 @@ def test_checked_in_manifests_are_the_rendered_ones(
 
 
 @pytest.mark.skipif(SCHEMAS is None, reason="../shared/schemas/kuberay is absent")
-@pytest.mark.parametrize("name", ["raycluster.yaml", "rayjob-train.yaml", "rayjob-sweep.yaml", "rayservice.yaml"])
+@pytest.mark.parametrize(
+    "name", ["raycluster.yaml", "rayjob-train.yaml", "rayjob-sweep.yaml", "rayjob-predict.yaml", "rayservice.yaml"]
+)
 def test_kuberay_manifests_validate_against_the_crds(name: str) -> None:
     doc = yaml.safe_load((ROOT / "clusters" / "kuberay" / name).read_text())
     assert doc["apiVersion"] == "ray.io/v1"
@@ -126,7 +128,7 @@ def test_the_config_in_the_pods_points_at_the_cluster_backends(tmp_path: Path) -
     assert all(str(s.path).startswith(mount) for s in cfg.data.sources)
     assert cfg.backends.feast.online_store.type == "redis"
     assert cfg.mlflow_tracking_uri.startswith("http://")
-    for job in ("train", "sweep"):
+    for job in ("train", "sweep", "predict"):
         entry = docs[f"rayjob-{job}.yaml"]["spec"]["entrypoint"].split()
         assert entry[1] == f"/app/jobs/{job}.py" and (ROOT / "jobs" / f"{job}.py").is_file()
         assert entry[2] == f"/etc/raylane/{name}"

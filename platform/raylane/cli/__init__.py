@@ -25,6 +25,7 @@ from raylane.cli.config import config_app
 from raylane.cli.features import features_app
 from raylane.cli.jobs import cluster_app, job_app
 from raylane.cli.monitor import monitor_app, retrain_cmd
+from raylane.cli.predict import predict_cmd
 from raylane.cli.run import demo_app, run_cmd
 from raylane.cli.serve import serve_app
 from raylane.cli.train import lineage_cmd, registry_app, sweep_cmd, train_cmd
@@ -47,6 +48,7 @@ app.command("train")(train_cmd)
 app.command("sweep")(sweep_cmd)
 app.command("retrain")(retrain_cmd)
 app.command("run")(run_cmd)
+app.command("predict")(predict_cmd)
 app.command("lineage")(lineage_cmd)
 app.add_typer(config_app, name="config")
 app.add_typer(features_app, name="features")

@@ -57,6 +57,7 @@ from raylane.config.reference import config_reference, config_schema
 from raylane.config.serving import (
     AuthConfig,
     AutoscalingConfig,
+    BatchConfig,
     BatchingConfig,
     DriftConfig,
     InferenceLogConfig,
@@ -87,6 +88,7 @@ __all__ = [
     "AuthConfig",
     "AutoscalingConfig",
     "BackendsConfig",
+    "BatchConfig",
     "BatchingConfig",
     "ClusterConfig",
     "ColumnSpec",

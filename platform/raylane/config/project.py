@@ -21,7 +21,7 @@ from pydantic import (
 from raylane.config._base import PROJECT_NAME, TASK_METRICS, ColumnType, ProjectPath, StrictModel
 from raylane.config.backends import BackendsConfig, ClusterConfig, ProjectJob
 from raylane.config.data import ColumnSpec, DataConfig, EntityConfig, FeaturesConfig, FeatureViewConfig
-from raylane.config.serving import MonitorConfig, ServeConfig
+from raylane.config.serving import BatchConfig, MonitorConfig, ServeConfig
 from raylane.config.training import SEARCHABLE, ModelConfig, RegistryConfig, TrainConfig, TuneConfig
 
 # --------------------------------------------------------------------------- the project
@@ -46,6 +46,7 @@ class ProjectConfig(StrictModel):
     registry: RegistryConfig = Field(default_factory=RegistryConfig, description="Registry and promotion.")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="Serving.")
     monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="Monitoring.")
+    batch: BatchConfig = Field(default_factory=BatchConfig, description="Batch inference (`raylane predict`).")
     backends: BackendsConfig = Field(default_factory=BackendsConfig, description="Backends.")
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Clusters elsewhere (rendered).")
     jobs: dict[Annotated[str, StringConstraints(pattern=PROJECT_NAME)], ProjectJob] = Field(

@@ -229,3 +229,17 @@ class MonitorConfig(StrictModel):
         if self.window_rows is None and self.window_seconds is None:
             raise ValueError("set monitor.window_rows or monitor.window_seconds: a window must close somehow")
         return self
+
+
+class BatchConfig(StrictModel):
+    """`raylane predict`: scoring many entities with a registered model on Ray Data."""
+
+    batch_size: int = Field(4096, ge=1, description="Rows per batch each scoring actor gets.")
+    concurrency: int = Field(2, ge=1, description="Scoring actors (each loads the model once).")
+    num_cpus: float = Field(1.0, gt=0, description="CPUs each scoring actor reserves.")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs each scoring actor reserves (fractions share one).")
+    time_column: str | None = Field(
+        None,
+        description="The per-row timestamp column of the entities file (features as of each row's time);"
+        " the labels source's `timestamp_column` when omitted.",
+    )

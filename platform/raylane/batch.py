@@ -1,0 +1,279 @@
+"""Batch inference: score many entities with a registered model on Ray Data, with lineage.
+
+`predict` reads the entities (a parquet or csv file or folder, or every entity of the offline
+tables), and streams them through a pool of scoring actors (`Scorer`, Ray Data's
+``map_batches`` with an ``ActorPoolStrategy``). Each actor loads the registered bundle once (its
+weights, no unpickling; a user model's logged code). It then takes each batch's features from
+Feast:
+- the offline store, as of each row's time: the same point-in-time join the training set uses;
+- or the online store.
+
+Request-time feature values in the input win over the stored ones, as on ``/predict``. The
+predictions stream to parquet in a temporary folder beside ``--out``, which is moved into place
+only when every row is written: a failed run leaves nothing at ``--out``. ``_summary.json`` is
+written inside it (readers skip ``_`` files). The run is an MLflow run (``raylane.kind=batch``)
+tagged with the model version it used.
+
+Output, one row per input row, in input order: the entity key; ``as_of`` (the time the features
+were read as of); ``prediction`` as ``/predict`` answers it (P(class 1), the class, or the value);
+``probabilities`` for multiclass (one field per class); ``imputed`` (no stored features);
+``model_name``, ``model_version`` and ``batch_run_id``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from raylane.config import ProjectConfig
+from raylane.errors import UserError
+from raylane.lineage import Tag
+
+__all__ = ["BatchReport", "Scorer", "predict"]
+
+log = logging.getLogger(__name__)
+
+AS_OF = "as_of"
+SUMMARY = "_summary.json"
+
+
+@dataclass
+class BatchReport:
+    """What a batch scoring run did (also its ``_summary.json``)."""
+
+    out: str
+    rows_in: int
+    rows_out: int
+    rows_missing_features: int
+    seconds: float
+    model_name: str
+    model_version: str
+    run_id: str
+    features: str
+    entities: str
+
+
+def predict(
+    cfg: ProjectConfig,
+    *,
+    entities: str,
+    out: Path | None = None,
+    model: str = "@champion",
+    as_of: datetime | None = None,
+    features: Literal["offline", "online"] = "offline",
+    overwrite: bool = False,
+    step: Any = lambda _: None,
+) -> BatchReport:
+    """Score ``entities`` (a path, or ``all``) with the model ``model`` into parquet at ``out``
+    (``<storage_root>/scores/<model>-v<version>-<UTC time>`` when omitted). Needs Ray.
+
+    Raises:
+        UserError: the output exists (without ``overwrite``), an unknown model reference, a
+            missing or mistyped key column, an empty input, or features not ingested.
+    """
+    import mlflow
+    import ray
+
+    from raylane.features import FeatureRepo
+    from raylane.registry import Registry
+    from raylane.training import ensure_experiment
+
+    started = time.perf_counter()
+    version = Registry(cfg).version(model if ("@" in model or "/" in model) else f"@{model}")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = (out or cfg.storage_root / "scores" / f"{version.name}-v{version.version}-{stamp}").expanduser().absolute()
+    if out.exists() and not overwrite:
+        raise UserError(f"--out {out} already exists", fix="pass --overwrite to replace it, or choose another path")
+    if version.name != cfg.model_name:  # `name@alias` of another registered model
+        cfg = cfg.model_copy(update={"registry": cfg.registry.model_copy(update={"model_name": version.name})})
+    FeatureRepo(cfg).check_offline()
+    step(f"reading the entities ({entities})")
+    raw = _read(cfg, entities)
+    rows_in = raw.count()  # parquet: from the files' metadata
+    if rows_in == 0:
+        raise UserError(f"--entities {entities}: no rows to score", fix="pass a file or folder with entity rows")
+    ds = raw.map_batches(_AsOf(_time_column(cfg), as_of or datetime.now(UTC)), batch_format="pandas")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.raylane-{uuid.uuid4().hex[:8]}"
+    experiment = ensure_experiment(cfg)
+    with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=f"batch-{version.name}-v{version.version}"):
+        run_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
+        mlflow.set_tags(
+            {
+                Tag.KIND: "batch",
+                "raylane.model_name": version.name,
+                "raylane.model_version": str(version.version),
+                "raylane.model_run_id": version.run_id,
+                "raylane.features": features,
+            }
+        )
+        mlflow.log_params({"entities": entities, "features": features, "as_of": str(as_of), **cfg.batch.model_dump()})
+        b = cfg.batch
+        step(f"scoring {rows_in} row(s) with {version.name} v{version.version} on {b.concurrency} actor(s)")
+        try:
+            scored = ds.map_batches(
+                Scorer,
+                fn_constructor_kwargs={
+                    "doc": cfg.model_dump(mode="json"),
+                    "base_dir": str(cfg.base_dir) if cfg.base_dir else None,
+                    "name": version.name,
+                    "version": str(version.version),
+                    "features": features,
+                    "run_id": run_id,
+                },
+                batch_size=b.batch_size,
+                batch_format="pandas",
+                compute=ray.data.ActorPoolStrategy(size=b.concurrency),
+                num_cpus=b.num_cpus,
+                num_gpus=b.num_gpus,
+            )
+            ordered = ray.data.DataContext.get_current().execution_options
+            was, ordered.preserve_order = ordered.preserve_order, True  # one output row per input row, in order
+            try:
+                scored.write_parquet(str(tmp))
+            finally:
+                ordered.preserve_order = was
+            rows_out, missing = _counts(tmp)
+            report = BatchReport(
+                str(out),
+                rows_in,
+                rows_out,
+                missing,
+                time.perf_counter() - started,
+                version.name,
+                str(version.version),
+                run_id,
+                features,
+                entities,
+            )
+            (tmp / SUMMARY).write_text(json.dumps(asdict(report), indent=1))
+            if out.exists():
+                shutil.rmtree(out) if out.is_dir() else out.unlink()
+            tmp.rename(out)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        mlflow.log_metrics({"rows_in": rows_in, "rows_out": rows_out, "rows_missing_features": missing})
+        mlflow.log_metric("seconds", report.seconds)
+        mlflow.log_dict(asdict(report), "batch/summary.json")
+    return report
+
+
+def _time_column(cfg: ProjectConfig) -> str:
+    return cfg.batch.time_column or cfg.data.source(cfg.data.labels.source).timestamp_column
+
+
+def _read(cfg: ProjectConfig, entities: str) -> Any:
+    """The input rows as a Ray Dataset: the key, the time column if given, request-time features."""
+    import pyarrow as pa
+    import ray
+
+    from raylane.ingest import offline_path
+
+    key = cfg.entity.join_key
+    if entities == "all":  # every entity that has a feature row
+        paths = [str(offline_path(cfg, s)) for s in sorted({v.source for v in cfg.features.views})]
+        return ray.data.read_parquet(paths, columns=[key]).groupby(key).count().select_columns([key])
+    path = Path(entities).expanduser()
+    if not path.exists():
+        raise UserError(f"--entities {path}: no such file or folder", fix="pass a parquet or csv file or folder")
+    csv = path.suffix in (".csv", ".gz") or (path.is_dir() and any(path.glob("*.csv")))
+    ds = ray.data.read_csv(str(path)) if csv else ray.data.read_parquet(str(path))
+    schema = ds.schema()
+    if schema is None or key not in schema.names:
+        raise UserError(
+            f"--entities {path}: no entity key column `{key}` (columns: {schema.names if schema else []})",
+            fix=f"add a `{key}` column with the entity keys",
+        )
+    key_type = schema.base_schema.field(key).type
+    if (cfg.entity.dtype == "int64") != pa.types.is_integer(key_type):
+        raise UserError(
+            f"--entities {path}: column `{key}` is {key_type}, but the entity key is {cfg.entity.dtype}",
+            fix=f"write `{key}` as {cfg.entity.dtype} values",
+        )
+    known = set(cfg.feature_dtypes()) | {_time_column(cfg)}
+    return ds.select_columns([key, *(c for c in schema.names if c in known and c != key)])
+
+
+class _AsOf:
+    """Each row's feature time: its own timestamp column, else the run's ``--as-of`` (or now)."""
+
+    def __init__(self, column: str, default: datetime) -> None:
+        self.column, self.default = column, default
+
+    def __call__(self, batch: Any) -> Any:
+        import pandas as pd
+
+        if self.column in batch:
+            times = pd.to_datetime(batch.pop(self.column), utc=True)
+        else:
+            times = pd.Series(pd.Timestamp(self.default), index=batch.index)
+        batch[AS_OF] = times.astype("datetime64[ns, UTC]")
+        return batch
+
+
+class Scorer:
+    """A scoring actor: the model loaded once, Feast's features per batch, the predictions."""
+
+    def __init__(
+        self, doc: dict[str, Any], base_dir: str | None, name: str, version: str, features: str, run_id: str
+    ) -> None:
+        from raylane.features import FeatureRepo
+        from raylane.registry import Registry
+
+        cfg = ProjectConfig.model_validate(doc)  # its registry.model_name is the model's
+        cfg = cfg.with_base_dir(Path(base_dir)) if base_dir else cfg
+        self.name, self.version, self.run_id = name, version, run_id
+        self.bundle = Registry(cfg).load_bundle(version)
+        self.bundle.to_best_device()
+        self.repo = FeatureRepo(cfg)
+        self.online = self.repo.online() if features == "online" else None
+        self.key, self.names = cfg.entity.join_key, list(cfg.feature_dtypes())
+
+    def __call__(self, batch: Any) -> Any:
+        import numpy as np
+        import pandas as pd
+
+        key, names = self.key, self.names
+        if self.online is None:
+            joined = self.repo.join(batch[[key, AS_OF]].reset_index(drop=True)).to_pandas()
+            stored = {f: joined[f].astype(object).where(joined[f].notna(), None) for f in names}
+        else:
+            looked = self.online.get(batch[key].tolist())
+            stored = {f: pd.Series(looked[f], dtype=object) for f in names}
+        batch = batch.reset_index(drop=True)
+        frame = pd.DataFrame({f: stored[f] for f in names}, dtype=object)
+        given = [f for f in names if f in batch]
+        for f in given:  # request-time values win, as on /predict
+            frame[f] = batch[f].astype(object).where(batch[f].notna(), frame[f])
+        known = frame.notna().any(axis=1).to_numpy() | (len(given) == len(names))
+        pred = self.bundle.predict(frame)
+        out = pd.DataFrame({key: batch[key], AS_OF: batch[AS_OF]})
+        pre = self.bundle.pre
+        if pre.task == "multiclass":
+            classes = [str(c) for c in pre.classes]
+            out["prediction"] = np.asarray(classes, dtype=object)[pred.argmax(axis=1)]
+            out["probabilities"] = pd.Series([dict(zip(classes, map(float, p), strict=True)) for p in pred])
+        else:
+            out["prediction"] = pred.astype(np.float64)
+        out["imputed"] = ~known
+        out["model_name"], out["model_version"], out["batch_run_id"] = self.name, self.version, self.run_id
+        return out
+
+
+def _counts(folder: Path) -> tuple[int, int]:
+    """Rows written and rows scored without stored features (parquet metadata and one column)."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    data = pads.dataset(str(folder), format="parquet")
+    rows = data.count_rows()
+    imputed = data.to_table(columns=["imputed"]).column("imputed")
+    return rows, int(pc.sum(imputed).as_py() or 0)
