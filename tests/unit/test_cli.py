@@ -154,6 +154,6 @@ def test_jobs_run_only_allow_listed_entrypoints(tmp_path: Path) -> None:
     cmd = shlex.split(entrypoint("retrain", config, ["train.epochs=2"], ["--reason", "drift; rm -rf /"]))
     assert cmd[0] == sys.executable and cmd[1].endswith("jobs/retrain.py")
     assert cmd[2:] == [str(config), "--set", "train.epochs=2", "--reason", "drift; rm -rf /"]  # quoted, not run
-    assert set(ENTRYPOINTS) == {"pipeline", "train", "sweep", "retrain", "materialize"}
+    assert set(ENTRYPOINTS) == {"pipeline", "train", "sweep", "retrain", "materialize", "predict"}
     with pytest.raises(UserError, match="not a raylane job entrypoint"):
         entrypoint("bash -c id", config)
