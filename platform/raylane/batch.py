@@ -18,15 +18,21 @@ Output, one row per input row, in input order: the entity key; ``as_of`` (the ti
 were read as of); ``prediction`` as ``/predict`` answers it (P(class 1), the class, or the value);
 ``probabilities`` for multiclass (one field per class); ``imputed`` (no stored features);
 ``model_name``, ``model_version`` and ``batch_run_id``.
+
+When the project's monitor runs, each actor profiles its batches (features and prediction, as a
+Serve replica does) and the merged profile becomes a monitor window of its own (``source:
+batch``): drift in a nightly scoring run is analysed, reported and decided on like live traffic.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,6 +64,7 @@ class BatchReport:
     run_id: str
     features: str
     entities: str
+    monitor_window: int | None = None  # the monitor window the batch was reported as (None: no monitor ran)
 
 
 def predict(
@@ -78,6 +85,36 @@ def predict(
         UserError: the output exists (without ``overwrite``), an unknown model reference, a
             missing or mistyped key column, an empty input, or features not ingested.
     """
+    started = time.perf_counter()
+    with _in_order():
+        return _predict(cfg, entities, out, model, as_of, features, overwrite, step, started)
+
+
+@contextlib.contextmanager
+def _in_order() -> Iterator[None]:
+    """Ray Data keeps the input's order (one output row per input row, in order) in this block;
+    datasets take the setting when they are made."""
+    import ray
+
+    options = ray.data.DataContext.get_current().execution_options
+    was, options.preserve_order = options.preserve_order, True
+    try:
+        yield
+    finally:
+        options.preserve_order = was
+
+
+def _predict(
+    cfg: ProjectConfig,
+    entities: str,
+    out: Path | None,
+    model: str,
+    as_of: datetime | None,
+    features: str,
+    overwrite: bool,
+    step: Any,
+    started: float,
+) -> BatchReport:
     import mlflow
     import ray
 
@@ -85,7 +122,6 @@ def predict(
     from raylane.registry import Registry
     from raylane.training import ensure_experiment
 
-    started = time.perf_counter()
     version = Registry(cfg).version(model if ("@" in model or "/" in model) else f"@{model}")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = (out or cfg.storage_root / "scores" / f"{version.name}-v{version.version}-{stamp}").expanduser().absolute()
@@ -102,6 +138,11 @@ def predict(
     ds = raw.map_batches(_AsOf(_time_column(cfg), as_of or datetime.now(UTC)), batch_format="pandas")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.raylane-{uuid.uuid4().hex[:8]}"
+    profiles = tmp.with_name(tmp.name + "-profiles")
+    watched = cfg.monitor.enabled and _monitor(cfg) is not None  # profiled only when a monitor runs
+    if watched:
+        profiles.mkdir()
+    began = datetime.now(UTC)
     experiment = ensure_experiment(cfg)
     with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=f"batch-{version.name}-v{version.version}"):
         run_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
@@ -127,6 +168,7 @@ def predict(
                     "version": str(version.version),
                     "features": features,
                     "run_id": run_id,
+                    "profiles": str(profiles) if watched else None,
                 },
                 batch_size=b.batch_size,
                 batch_format="pandas",
@@ -134,13 +176,10 @@ def predict(
                 num_cpus=b.num_cpus,
                 num_gpus=b.num_gpus,
             )
-            ordered = ray.data.DataContext.get_current().execution_options
-            was, ordered.preserve_order = ordered.preserve_order, True  # one output row per input row, in order
-            try:
-                scored.write_parquet(str(tmp))
-            finally:
-                ordered.preserve_order = was
+            scored.write_parquet(str(tmp))
             rows_out, missing = _counts(tmp)
+            meta = {"run_id": run_id, "model_version": str(version.version), "started_at": began.isoformat()}
+            window = _report_to_monitor(cfg, profiles, meta | {"rows": rows_out}) if watched else None
             report = BatchReport(
                 str(out),
                 rows_in,
@@ -152,14 +191,16 @@ def predict(
                 run_id,
                 features,
                 entities,
+                window,
             )
             (tmp / SUMMARY).write_text(json.dumps(asdict(report), indent=1))
             if out.exists():
                 shutil.rmtree(out) if out.is_dir() else out.unlink()
             tmp.rename(out)
         finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+            for folder in (tmp, profiles):
+                if folder.exists():
+                    shutil.rmtree(folder, ignore_errors=True)
         mlflow.log_metrics({"rows_in": rows_in, "rows_out": rows_out, "rows_missing_features": missing})
         mlflow.log_metric("seconds", report.seconds)
         mlflow.log_dict(asdict(report), "batch/summary.json")
@@ -223,7 +264,14 @@ class Scorer:
     """A scoring actor: the model loaded once, Feast's features per batch, the predictions."""
 
     def __init__(
-        self, doc: dict[str, Any], base_dir: str | None, name: str, version: str, features: str, run_id: str
+        self,
+        doc: dict[str, Any],
+        base_dir: str | None,
+        name: str,
+        version: str,
+        features: str,
+        run_id: str,
+        profiles: str | None,
     ) -> None:
         from raylane.features import FeatureRepo
         from raylane.registry import Registry
@@ -231,7 +279,9 @@ class Scorer:
         cfg = ProjectConfig.model_validate(doc)  # its registry.model_name is the model's
         cfg = cfg.with_base_dir(Path(base_dir)) if base_dir else cfg
         self.name, self.version, self.run_id = name, version, run_id
+        self.profiles = Path(profiles) if profiles else None  # each batch's whylogs profile goes there
         self.bundle = Registry(cfg).load_bundle(version)
+        self.cfg_text = cfg.text_features()
         self.bundle.to_best_device()
         self.repo = FeatureRepo(cfg)
         self.online = self.repo.online() if features == "online" else None
@@ -251,12 +301,16 @@ class Scorer:
         batch = batch.reset_index(drop=True)
         frame = pd.DataFrame({f: stored[f] for f in names}, dtype=object)
         given = [f for f in names if f in batch]
-        for f in given:  # request-time values win, as on /predict
-            frame[f] = batch[f].astype(object).where(batch[f].notna(), frame[f])
+        # as on /predict: a row is imputed when the store has none of its features, unless all are given
         known = frame.notna().any(axis=1).to_numpy() | (len(given) == len(names))
+        for f in given:  # request-time values win
+            frame[f] = batch[f].astype(object).where(batch[f].notna(), frame[f])
         pred = self.bundle.predict(frame)
         out = pd.DataFrame({key: batch[key], AS_OF: batch[AS_OF]})
         pre = self.bundle.pre
+        if self.profiles is not None:  # features and a numeric prediction, as a replica profiles them
+            numeric = pred.argmax(axis=1) if pre.task == "multiclass" else pred
+            self._profile(frame.infer_objects().assign(prediction=numeric))
         if pre.task == "multiclass":
             classes = [str(c) for c in pre.classes]
             out["prediction"] = np.asarray(classes, dtype=object)[pred.argmax(axis=1)]
@@ -266,6 +320,41 @@ class Scorer:
         out["imputed"] = ~known
         out["model_name"], out["model_version"], out["batch_run_id"] = self.name, self.version, self.run_id
         return out
+
+    def _profile(self, frame: Any) -> None:
+        from raylane.profiling import profile
+
+        assert self.profiles is not None
+        blob = bytes(profile(frame, text=self.cfg_text).serialize())
+        (self.profiles / f"{uuid.uuid4().hex}.bin").write_bytes(blob)
+
+
+def _monitor(cfg: ProjectConfig) -> Any:
+    """The project's running monitor actor, or None."""
+    from raylane.monitoring.control import monitor_handle
+
+    try:
+        return monitor_handle(cfg)
+    except ValueError:
+        return None
+
+
+def _report_to_monitor(cfg: ProjectConfig, profiles: Path, meta: dict[str, Any]) -> int | None:
+    """The batch's merged profile as a monitor window (``source: batch``); its number, or None
+    when the monitor is gone (nothing to report to)."""
+    import ray
+    from whylogs.core import DatasetProfileView
+
+    merged = None
+    for path in sorted(profiles.glob("*.bin")):
+        view = DatasetProfileView.deserialize(path.read_bytes())
+        merged = view if merged is None else merged.merge(view)
+    handle = _monitor(cfg)
+    if merged is None or handle is None:
+        return None
+    profile_id = f"batch-{meta['run_id']}"
+    report = ray.get(handle.report_batch.remote(profile_id, bytes(merged.serialize()), meta), timeout=120)
+    return int(report["window"]) if report else None
 
 
 def _counts(folder: Path) -> tuple[int, int]:

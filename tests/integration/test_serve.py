@@ -116,6 +116,51 @@ def test_http_predictions_equal_offline_predictions(served: Served) -> None:
     assert one["predictions"][0]["prediction"] == pytest.approx(float(expected[0]), rel=1e-5, abs=1e-6)
 
 
+def test_batch_predictions_with_online_features_equal_http_predictions(served: Served, tmp_path: Any) -> None:
+    """`raylane predict --features online` answers what `/predict` answers, request-time values included."""
+    from raylane.batch import predict
+
+    keys = served.keys[:30]
+    given = [9 if i % 3 == 0 else None for i in range(len(keys))]  # a request-time value for some rows
+    pd.DataFrame({"customer_id": keys, "support_tickets_30d": pd.array(given, dtype="Int64")}).to_parquet(
+        tmp_path / "keys.parquet"
+    )
+    report = predict(served.cfg, entities=str(tmp_path / "keys.parquet"), out=tmp_path / "scores", features="online")
+    got = pd.read_parquet(tmp_path / "scores")
+    pairs = zip(keys, given, strict=True)
+    entities = [{"customer_id": k, **({} if g is None else {"support_tickets_30d": g})} for k, g in pairs]
+    answer = served.post(json={"entities": entities}).json()
+    assert answer["model"]["version"] == report.model_version
+    assert got["customer_id"].tolist() == keys
+    http = np.array([p["prediction"] for p in answer["predictions"]])
+    np.testing.assert_allclose(got["prediction"].to_numpy(), http, rtol=1e-5, atol=1e-6)
+
+
+def test_a_batch_run_is_a_monitor_window_and_a_drifted_batch_shows_its_drift(
+    served: Served, tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from raylane.batch import predict
+    from raylane.cli import main
+    from raylane.monitoring.store import MonitorStore
+
+    cfg = served.cfg
+    keys = (served.keys * 10)[:400]
+    pd.DataFrame({"customer_id": keys, "support_tickets_30d": [40] * len(keys)}).to_parquet(tmp_path / "odd.parquet")
+    report = predict(cfg, entities=str(tmp_path / "odd.parquet"), out=tmp_path / "odd", features="online")
+    assert report.monitor_window is not None
+    window = MonitorStore(cfg).window(report.monitor_window)
+    assert window is not None and window.source == "batch" and window.rows == len(keys)
+    assert window.batch is not None and window.batch["run_id"] == report.run_id
+    assert "support_tickets_30d" in window.drifted_features
+    monkeypatch.setenv("CHURN_DATA", str(cfg.data.sources[0].path.parent))
+    monkeypatch.setenv("RAYLANE_STORAGE", str(cfg.storage_root))
+    capsys.readouterr()
+    assert main(["monitor", "status", str(example_config_path())]) == 0
+    shown = capsys.readouterr().out
+    rows = [line for line in shown.splitlines() if line.startswith(f"│ {report.monitor_window} ")]
+    assert rows and " batch " in rows[0], shown
+
+
 BAD_INPUTS = [
     ("unknown entity", {"json": {"customer_id": 987654321}}, 404, "customer_id 987654321"),
     ("missing key", {"json": {"plan": "basic"}}, 422, "customer_id: required"),

@@ -81,7 +81,8 @@ def monitor_status(
     set_: SetOpt = None,
     last: Annotated[int, typer.Option(help="How many recent windows and decisions to show.")] = 10,
 ) -> None:
-    """Recent windows (rows, drifted features, failed checks, live metric), decisions and a running job."""
+    """Recent windows (live traffic or batch scoring runs: rows, drifted features, failed checks, live
+    metric), decisions and a running job."""
     from raylane.monitoring import MonitorStore
 
     cfg = load(config, set_)
@@ -92,12 +93,13 @@ def monitor_status(
         return
     title = f"{cfg.project}: monitor windows ({store.open_profiles()} profiles in the open one)"
     table = Table(title=title, title_justify="left")
-    for col in ("window", "closed", "rows", "model", "drifted features", "failed checks", "live metric", "decision"):
+    for col in ("window", "source", "closed", "rows", "model", "drifted", "failed checks", "live metric", "decision"):
         table.add_column(col)
     for w in windows:
         live = w.live
         table.add_row(
             str(w.window),
+            w.source,
             w.closed_at,
             str(w.rows),
             f"v{w.reference_version}" if w.reference_version else "—",

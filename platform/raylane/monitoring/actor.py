@@ -2,7 +2,8 @@
 
 It takes serialized whylogs profiles from the Serve replicas (`ingest`), stores each under the
 storage root *before* it answers, merges them into windows (``monitor.window_rows`` rows or
-``monitor.window_seconds``), and for each closed window writes a report (JSON and HTML), exports
+``monitor.window_seconds``); a batch scoring run's profile is a window of its own
+(`report_batch`, ``source: batch``); and for each closed window writes a report (JSON and HTML), exports
 Ray metrics (Prometheus), and applies the retrain policy; a retrain is the allow-listed
 ``retrain`` job, which the monitor follows to record how it ended and the version it produced.
 
@@ -199,8 +200,11 @@ class Monitor:
                 self._reference = (version, DatasetProfileView.deserialize(Path(local).read_bytes()))
         return self._reference
 
-    def _analyse(self, number: int, merged: Any, opened: datetime, closed: datetime) -> tuple[WindowAnalysis, Any]:
-        """The window's analysis, and the reference profile it was compared with (None without a champion)."""
+    def _analyse(
+        self, number: int, merged: Any, opened: datetime, closed: datetime, *, live: bool = True
+    ) -> tuple[WindowAnalysis, Any]:
+        """The window's analysis, and the reference profile it was compared with (None without a
+        champion); ``live``: with the live metric from the inference log (a batch has no labels)."""
         from raylane.monitoring.analysis import analyse, live_metric, window_predictions
 
         try:
@@ -210,18 +214,41 @@ class Monitor:
             version, reference = None, None
         analysis = analyse(self.cfg, merged, reference, version)
         try:
-            analysis.live = live_metric(self.cfg, window_predictions(self.cfg, opened, closed))
+            if live:
+                analysis.live = live_metric(self.cfg, window_predictions(self.cfg, opened, closed))
         except Exception as exc:
             log.warning("raylane monitor: no live metric for window %d: %s", number, exc)
         return analysis, reference
 
     def _close_window(self) -> dict[str, Any]:
+        parts, merged, opened = list(self.open), self.merged, self.opened_at or now()
+        report = self._write_window(self.next_window, parts, merged, opened, now(), {"source": "live"})
+        self.open, self.merged, self.opened_at = {}, None, None
+        return report
+
+    def report_batch(self, profile_id: str, blob: bytes, meta: dict[str, Any]) -> dict[str, Any] | None:
+        """A batch scoring run's profile (`raylane predict`) as a window of its own, closed at once
+        (``source: batch``) and decided on like live traffic; the live window stays open. Returns
+        its report, or None for a profile already reported (a retried call counts once)."""
+        from whylogs.core import DatasetProfileView
+
+        if not valid_profile_id(profile_id):
+            raise ValueError(f"profile id {profile_id[:40]!r} is not a raylane profile id")
+        view = DatasetProfileView.deserialize(blob)
+        started = datetime.fromisoformat(str(meta.get("started_at") or iso(now())))
+        with self._lock:
+            if profile_id in self.seen_closed or profile_id in self.open:
+                return None
+            extra = {"source": "batch", "batch": dict(meta)}
+            return self._write_window(self.next_window, [profile_id], view, started, now(), extra)
+
+    def _write_window(
+        self, number: int, parts: list[str], merged: Any, opened: datetime, closed: datetime, extra: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Analyse, decide on and write window ``number`` (its report, pages and merged profile)."""
         from raylane.monitoring.report import render_html, write_whylogs_html
 
-        number = self.next_window
-        parts, merged = dict(self.open), self.merged
-        opened, closed = self.opened_at or now(), now()
-        analysis, reference = self._analyse(number, merged, opened, closed)
+        analysis, reference = self._analyse(number, merged, opened, closed, live=extra["source"] == "live")
         decision = self._decide(number, analysis)
         folder = self.store.window_folder(number)
         staged = self.store.begin_window(number)
@@ -236,16 +263,17 @@ class Monitor:
             "opened_at": iso(opened),
             "closed_at": iso(closed),
             "profiles": len(parts),
+            **extra,
             **analysis.to_dict(),
             "decision": decision,
             "html": str(folder / "report.html"),
             "whylogs_html": str(folder / "whylogs.html") if whylogs_html else None,
         }
         self.store.commit_window(
-            number, staged, profile=merged.serialize(), parts=list(parts), report=report, html=render_html(report)
+            number, staged, profile=merged.serialize(), parts=parts, report=report, html=render_html(report)
         )
         self.seen_closed.update(parts)
-        self.open, self.merged, self.opened_at, self.next_window = {}, None, None, number + 1
+        self.next_window = number + 1
         self._metrics.window(analysis)
         return report
 

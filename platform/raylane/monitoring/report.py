@@ -77,6 +77,13 @@ def render_html(report: dict[str, Any]) -> str:
     decision = report.get("decision") or {}
     reasons = "; ".join(decision.get("reasons", []))
     title = f"raylane monitor · {report['project']} · window {report['window']}"
+    batch = report.get("batch") or {}
+    source = (
+        f"a batch scoring run (MLflow run <code>{e(str(batch.get('run_id')))}</code>, model"
+        f" v{e(str(batch.get('model_version')))})"
+        if report.get("source") == "batch"
+        else "live traffic"
+    )
     interactive = (
         "<p>whylogs' interactive drift page (it needs internet for its scripts):"
         " <a href='whylogs.html'>whylogs.html</a></p>"
@@ -86,7 +93,7 @@ def render_html(report: dict[str, Any]) -> str:
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title><style>{_STYLE}</style></head>
 <body><h1>{e(title)}</h1>
-<p>{report["rows"]} rows from {report["profiles"]} profiles,
+<p>{report["rows"]} rows of {source} from {report["profiles"]} profiles,
 {e(str(report["opened_at"]))} → {e(str(report["closed_at"]))},
 against the reference profile of champion <code>v{e(str(report.get("reference_version")))}</code>.</p>
 <h2>Drift: {len(drifted)} features drifted</h2>

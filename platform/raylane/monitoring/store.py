@@ -162,6 +162,8 @@ class WindowRecord:
     decision: DecisionRecord
     html: str | None = None
     whylogs_html: str | None = None
+    source: str = "live"  # live traffic, or a batch scoring run (`raylane predict`)
+    batch: dict[str, Any] | None = None  # the batch run's summary
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> WindowRecord:
@@ -183,6 +185,8 @@ class WindowRecord:
             decision=DecisionRecord.from_json(d.get("decision") or {}),
             html=d.get("html"),
             whylogs_html=d.get("whylogs_html"),
+            source=str(d.get("source", "live")),
+            batch=d.get("batch"),
         )
 
 
