@@ -38,7 +38,7 @@ from raylane.lineage import Tag
 
 __all__ = ["STEPS", "PipelineFailed", "PipelineResult", "StepResult", "run_pipeline"]
 
-STEPS = ("ingest", "features", "train", "deploy", "monitor")
+STEPS = ("ingest", "features", "train", "deploy", "monitor", "predict")
 
 
 @dataclass
@@ -116,6 +116,7 @@ class _Steps:
     def __init__(self, cfg: ProjectConfig, *, sweep: bool, embedded: bool, step: Callable[[str], object]) -> None:
         self.cfg, self.sweep, self.embedded, self.step = cfg, sweep, embedded, step
         self.parent_run_id = ""
+        self.features = ""  # the features step's fingerprint (what the predict step's features are)
 
     # ----- fingerprints
 
@@ -148,7 +149,15 @@ class _Steps:
         # a retrain that does not pass the gate leaves the deployment alone.
         if name == "deploy":
             return {"config": _sections(cfg, "serve", "monitor"), "champion": self._champion()}
+        if name == "predict":  # the champion's scores of the features as they are now
+            return {"config": _sections(cfg, "batch"), "champion": self._champion(), "features": self.features}
         return {"config": _sections(cfg, "monitor")}
+
+    def disabled(self, name: str) -> str | None:
+        """Why a step does not run in this project (None: it does)."""
+        if name == "predict" and self.cfg.batch.pipeline_entities is None:
+            return "not configured (batch.pipeline_entities)"
+        return None
 
     def _champion(self) -> str | None:
         from raylane.registry import Registry
@@ -190,6 +199,8 @@ class _Steps:
                 monitor_handle(cfg)
             except ValueError:
                 return "the monitor is not running"
+        if name == "predict" and not Path(str(outputs.get("out"))).is_dir():
+            return f"its output {outputs.get('out')} is gone"
         return None
 
     # ----- actions
@@ -217,6 +228,12 @@ class _Steps:
             self.step(f"deploy: {cfg.model_name}@{cfg.serve.model_alias} on Ray Serve")
             record = deploy(cfg, embedded=self.embedded)
             return {"model_version": record.model_version, "url": record.url}
+        if name == "predict":
+            from raylane.batch import predict
+
+            self.step(f"predict: {cfg.model_name}@champion over {cfg.batch.pipeline_entities} (Ray Data)")
+            report = predict(cfg, entities=str(cfg.batch.pipeline_entities), step=self.step)
+            return {"out": report.out, "rows": report.rows_out, "model_version": report.model_version}
         from raylane.monitoring import start
 
         self.step("monitor: the project's monitor actor")
@@ -308,6 +325,11 @@ def run_pipeline(
             name, result = STEPS[i], results[i]
             started = time.perf_counter()
             try:
+                if why := steps.disabled(name):
+                    result.status, result.why = "skipped", why
+                    continue
+                if name == "predict":
+                    steps.features = state.get("features", {}).get("fingerprint", "")
                 result.fingerprint = _hash(steps.inputs(name, previous))
                 recorded = state.get(name, {})
                 unchanged = recorded.get("fingerprint") == result.fingerprint

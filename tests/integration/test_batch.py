@@ -50,8 +50,9 @@ def _pyfunc(cfg: ProjectConfig, version: str, features: pd.DataFrame) -> np.ndar
 
     mlflow.set_tracking_uri(cfg.mlflow_tracking_uri)
     model = mlflow.pyfunc.load_model(f"models:/{cfg.model_name}/{version}")
-    names = list(cfg.feature_dtypes())
-    frame = features[names].astype(object).where(features[names].notna(), None)
+    # the MLflow signature takes numeric features as float64 (null: NaN), as in test_train
+    numeric = {c: "float64" for c, t in cfg.feature_dtypes().items() if t in ("int64", "float64")}
+    frame = features[list(cfg.feature_dtypes())].astype(numeric)
     return np.asarray(model.predict(frame), dtype=np.float64).ravel()
 
 

@@ -31,6 +31,7 @@ def project(ray_runtime: object, tmp_path_factory: pytest.TempPathFactory) -> It
             "registry.promotion.floor=null",
             f"serve.port={free_port()}",
             "serve.resources.num_cpus=0.25",
+            "batch.pipeline_entities=all",  # the last step scores every customer with the champion
         ],
     )
     try:
@@ -51,6 +52,8 @@ def test_a_second_run_with_nothing_changed_skips_every_step(project: ProjectConf
     assert [s.status for s in first.steps] == ["ran"] * len(STEPS)
     champion = str(Registry(cfg).champion().version)
     assert first.step("train").outputs["version"] == champion and _served_version(cfg) == champion
+    scored = first.step("predict").outputs  # the champion's scores of every customer
+    assert scored["model_version"] == champion and scored["rows"] > 0 and Path(scored["out"]).is_dir()
     monitor_handle(cfg)  # running
     second = run_pipeline(cfg)
     assert [s.status for s in second.steps] == ["skipped"] * len(STEPS)
@@ -78,7 +81,7 @@ def test_a_failing_step_leaves_registry_and_serving_as_they_were(project: Projec
     with pytest.raises(PipelineFailed) as caught:
         run_pipeline(failing)
     result = caught.value.result
-    assert [s.status for s in result.steps] == ["ran", "ran", "failed", "not run", "not run"]
+    assert [s.status for s in result.steps] == ["ran", "ran", "failed", "not run", "not run", "not run"]
     assert "step train failed" in caught.value.message and caught.value.exit_code == 2  # a ClusterError
     assert str(Registry(cfg).champion().version) == champion and len(Registry(cfg).versions()) == 1
     assert _served_version(cfg) == champion

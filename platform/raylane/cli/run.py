@@ -41,15 +41,16 @@ def run_cmd(
     config: ConfigArg,
     set_: SetOpt = None,
     start: Annotated[
-        str | None, typer.Option("--from", help="First step: ingest, features, train, deploy or monitor.")
+        str | None, typer.Option("--from", help="First step: ingest, features, train, deploy, monitor or predict.")
     ] = None,
     until: Annotated[str | None, typer.Option("--until", help="Last step (the same names).")] = None,
     sweep: Annotated[bool, typer.Option("--sweep", help="The train step runs a Ray Tune sweep.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Run every step, even with unchanged inputs.")] = False,
 ) -> None:
     """Run the loop as one pipeline: ingest → features → train (or sweep; register and gate) → deploy
-    → monitor. Steps whose inputs are unchanged since their last success are skipped; a failing
-    step stops the run and leaves the registry and serving as they were. Recorded as an MLflow run.
+    → monitor → predict (batch scores, when batch.pipeline_entities is set). Steps whose inputs are
+    unchanged since their last success are skipped; a failing step stops the run and leaves the
+    registry and serving as they were. Recorded as an MLflow run.
 
     With the embedded Ray a run that deploys keeps serving in the foreground (Ctrl-C stops it)."""
     from raylane.pipeline import STEPS, run_pipeline

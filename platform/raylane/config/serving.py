@@ -243,3 +243,8 @@ class BatchConfig(StrictModel):
         description="The per-row timestamp column of the entities file (features as of each row's time);"
         " the labels source's `timestamp_column` when omitted.",
     )
+    pipeline_entities: str | None = Field(
+        None,
+        description="The `--entities` of `raylane run`'s last step, `predict` (`all`, or a file or folder),"
+        " scored with the champion into `<storage_root>/scores/`; the step is skipped when null.",
+    )
