@@ -195,3 +195,12 @@ def test_two_worker_training_spans_two_nodes_and_a_sweep_completes(
     )
     assert code == 0, text[-3000:]
     assert "raylane-sweep-2nodes: SUCCEEDED" in text
+    # batch scores of every customer with the champion, as the allow-listed `predict` job
+    out = tmp_path / "scores"
+    args = ["--entities", "all", "--out", str(out), "--set", "batch.concurrency=1", "--set", "batch.num_cpus=0.5"]
+    submit = ["job", "submit", env.config, "predict", "--wait", "--job-id", "raylane-predict"]
+    code, text = _run(capsys, *submit, "--", *args)
+    assert code == 0, text[-3000:]
+    assert "raylane-predict: SUCCEEDED" in text
+    customers = pd.read_parquet(env.cfg.data.source("profiles").path)["customer_id"].nunique()
+    assert len(pd.read_parquet(out)) >= customers
