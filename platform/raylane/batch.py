@@ -157,7 +157,11 @@ def _predict(
         )
         mlflow.log_params({"entities": entities, "features": features, "as_of": str(as_of), **cfg.batch.model_dump()})
         b = cfg.batch
-        step(f"scoring {rows_in} row(s) with {version.name} v{version.version} on {b.concurrency} actor(s)")
+        cpus = _actor_cpus(b.concurrency, b.num_cpus, float(ray.cluster_resources().get("CPU", 1.0)))
+        step(
+            f"scoring {rows_in} row(s) with {version.name} v{version.version} on {b.concurrency} actor(s)"
+            f" of {cpus:g} CPU"
+        )
         try:
             scored = ds.map_batches(
                 Scorer,
@@ -173,7 +177,7 @@ def _predict(
                 batch_size=b.batch_size,
                 batch_format="pandas",
                 compute=ray.data.ActorPoolStrategy(size=b.concurrency),
-                num_cpus=b.num_cpus,
+                num_cpus=cpus,
                 num_gpus=b.num_gpus,
             )
             scored.write_parquet(str(tmp))
@@ -205,6 +209,13 @@ def _predict(
         mlflow.log_metric("seconds", report.seconds)
         mlflow.log_dict(asdict(report), "batch/summary.json")
     return report
+
+
+def _actor_cpus(actors: int, wanted: float, cluster: float) -> float:
+    """CPUs per scoring actor: ``batch.num_cpus``, less where the pool would take every CPU of the
+    cluster (the read and write tasks then never get one, and the run waits for ever)."""
+    free = max(cluster - 1.0, cluster / 2)  # one CPU stays for reads and writes (a 1-CPU cluster is too small)
+    return min(wanted, round(free / actors, 3))
 
 
 def _time_column(cfg: ProjectConfig) -> str:

@@ -236,7 +236,12 @@ class BatchConfig(StrictModel):
 
     batch_size: int = Field(4096, ge=1, description="Rows per batch each scoring actor gets.")
     concurrency: int = Field(2, ge=1, description="Scoring actors (each loads the model once).")
-    num_cpus: float = Field(1.0, gt=0, description="CPUs each scoring actor reserves.")
+    num_cpus: float = Field(
+        1.0,
+        gt=0,
+        description="CPUs each scoring actor reserves; less when the pool would take every CPU of the cluster"
+        " (one stays for reading and writing, else the run would wait for ever).",
+    )
     num_gpus: float = Field(0.0, ge=0, description="GPUs each scoring actor reserves (fractions share one).")
     time_column: str | None = Field(
         None,
