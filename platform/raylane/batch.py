@@ -303,13 +303,15 @@ class Scorer:
         import pandas as pd
 
         key, names = self.key, self.names
+        batch = batch.reset_index(drop=True)
+        # Ray Data hands tz-aware times as pyarrow-backed columns: back to numpy datetimes for Feast
+        batch[AS_OF] = pd.to_datetime(batch[AS_OF], utc=True).astype("datetime64[ns, UTC]")
         if self.online is None:
             joined = self.repo.join(batch[[key, AS_OF]].reset_index(drop=True)).to_pandas()
             stored = {f: joined[f].astype(object).where(joined[f].notna(), None) for f in names}
         else:
             looked = self.online.get(batch[key].tolist())
             stored = {f: pd.Series(looked[f], dtype=object) for f in names}
-        batch = batch.reset_index(drop=True)
         frame = pd.DataFrame({f: stored[f] for f in names}, dtype=object)
         given = [f for f in names if f in batch]
         # as on /predict: a row is imputed when the store has none of its features, unless all are given
