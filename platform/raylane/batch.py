@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from raylane.config import ProjectConfig
-from raylane.errors import UserError
+from raylane.errors import ClusterError, UserError
 from raylane.lineage import Tag
 
 __all__ = ["BatchReport", "Scorer", "predict"]
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 AS_OF = "as_of"
 SUMMARY = "_summary.json"
+TASK_CPUS = 0.25  # what each read, time and write task reserves: the scoring actors get the rest
 
 
 @dataclass
@@ -135,7 +136,9 @@ def _predict(
     rows_in = raw.count()  # parquet: from the files' metadata
     if rows_in == 0:
         raise UserError(f"--entities {entities}: no rows to score", fix="pass a file or folder with entity rows")
-    ds = raw.map_batches(_AsOf(_time_column(cfg), as_of or datetime.now(UTC)), batch_format="pandas")
+    ds = raw.map_batches(
+        _AsOf(_time_column(cfg), as_of or datetime.now(UTC)), batch_format="pandas", num_cpus=TASK_CPUS
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.raylane-{uuid.uuid4().hex[:8]}"
     profiles = tmp.with_name(tmp.name + "-profiles")
@@ -157,7 +160,7 @@ def _predict(
         )
         mlflow.log_params({"entities": entities, "features": features, "as_of": str(as_of), **cfg.batch.model_dump()})
         b = cfg.batch
-        cpus = _actor_cpus(b.concurrency, b.num_cpus, float(ray.cluster_resources().get("CPU", 1.0)))
+        cpus = _actor_cpus(b.concurrency, b.num_cpus, float(ray.available_resources().get("CPU", 0.0)))
         step(
             f"scoring {rows_in} row(s) with {version.name} v{version.version} on {b.concurrency} actor(s)"
             f" of {cpus:g} CPU"
@@ -180,7 +183,7 @@ def _predict(
                 num_cpus=cpus,
                 num_gpus=b.num_gpus,
             )
-            scored.write_parquet(str(tmp))
+            scored.write_parquet(str(tmp), ray_remote_args={"num_cpus": TASK_CPUS})
             rows_out, missing = _counts(tmp)
             meta = {"run_id": run_id, "model_version": str(version.version), "started_at": began.isoformat()}
             window = _report_to_monitor(cfg, profiles, meta | {"rows": rows_out}) if watched else None
@@ -211,11 +214,16 @@ def _predict(
     return report
 
 
-def _actor_cpus(actors: int, wanted: float, cluster: float) -> float:
-    """CPUs per scoring actor: ``batch.num_cpus``, less where the pool would take every CPU of the
-    cluster (the read and write tasks then never get one, and the run waits for ever)."""
-    free = max(cluster - 1.0, cluster / 2)  # one CPU stays for reads and writes (a 1-CPU cluster is too small)
-    return min(wanted, round(free / actors, 3))
+def _actor_cpus(actors: int, wanted: float, free: float) -> float:
+    """CPUs per scoring actor: ``batch.num_cpus``, less where the pool would leave the read and
+    write tasks (`TASK_CPUS` each) no CPU of the ``free`` ones: the run would wait for ever."""
+    room = free - TASK_CPUS
+    if room < 0.05 * actors:
+        raise ClusterError(
+            f"the cluster has {free:g} CPU free, too few for {actors} scoring actor(s) and their reads and writes",
+            fix="lower batch.concurrency, or free CPUs (a deployment's replicas, another job)",
+        )
+    return min(wanted, round(room / actors, 3))
 
 
 def _time_column(cfg: ProjectConfig) -> str:
@@ -232,12 +240,15 @@ def _read(cfg: ProjectConfig, entities: str) -> Any:
     key = cfg.entity.join_key
     if entities == "all":  # every entity that has a feature row
         paths = [str(offline_path(cfg, s)) for s in sorted({v.source for v in cfg.features.views})]
-        return ray.data.read_parquet(paths, columns=[key]).groupby(key).count().select_columns([key])
+        # the distinct keys are made before the scoring actors take their CPUs (a shuffle's tasks need some)
+        keys = ray.data.read_parquet(paths, columns=[key]).groupby(key).count().select_columns([key])
+        return keys.materialize()
     path = Path(entities).expanduser()
     if not path.exists():
         raise UserError(f"--entities {path}: no such file or folder", fix="pass a parquet or csv file or folder")
     csv = path.suffix in (".csv", ".gz") or (path.is_dir() and any(path.glob("*.csv")))
-    ds = ray.data.read_csv(str(path)) if csv else ray.data.read_parquet(str(path))
+    read = ray.data.read_csv if csv else ray.data.read_parquet
+    ds = read(str(path), ray_remote_args={"num_cpus": TASK_CPUS})
     schema = ds.schema()
     if schema is None or key not in schema.names:
         raise UserError(

@@ -273,9 +273,13 @@ def test_the_service_origin_reaches_wildcard_binds_on_loopback_and_brackets_ipv6
     assert origin(cfg) == expected and url(cfg) == expected + cfg.serve.route_prefix.rstrip("/")
 
 
-def test_scoring_actors_leave_a_cpu_for_reading_and_writing() -> None:
-    from raylane.batch import _actor_cpus
+def test_scoring_actors_leave_cpu_for_reading_and_writing() -> None:
+    from raylane.batch import TASK_CPUS, _actor_cpus
+    from raylane.errors import ClusterError
 
     assert _actor_cpus(2, 1.0, 16.0) == 1.0  # room to spare: as configured
-    assert _actor_cpus(2, 1.0, 2.0) == 0.5  # 2 actors on 2 CPUs would starve the read and write tasks
-    assert _actor_cpus(4, 1.0, 4.0) == 0.75 and _actor_cpus(1, 1.0, 1.0) == 0.5
+    # 2 actors of 1 CPU on 2 free CPUs would leave the read and write tasks none
+    assert _actor_cpus(2, 1.0, 2.0) == round((2.0 - TASK_CPUS) / 2, 3)
+    assert _actor_cpus(1, 1.0, 0.5) == 0.25  # a deployment holds the rest
+    with pytest.raises(ClusterError, match=r"lower batch\.concurrency"):
+        _actor_cpus(4, 1.0, 0.3)
