@@ -215,9 +215,11 @@ def _predict(
 
 
 def _actor_cpus(actors: int, wanted: float, free: float) -> float:
-    """CPUs per scoring actor: ``batch.num_cpus``, less where the pool would leave the read and
-    write tasks (`TASK_CPUS` each) no CPU of the ``free`` ones: the run would wait for ever."""
-    room = free - TASK_CPUS
+    """CPUs per scoring actor: ``batch.num_cpus``, less where the pool would leave less than one
+    of the ``free`` CPUs to the read, time and write tasks: Ray Data shares what is left among
+    those operators, and with less than a task's `TASK_CPUS` each, none starts and the run waits
+    for ever (seen with 2 actors of 1 CPU on 2 CPUs, and with a quarter CPU left)."""
+    room = free - 1.0
     if room < 0.05 * actors:
         raise ClusterError(
             f"the cluster has {free:g} CPU free, too few for {actors} scoring actor(s) and their reads and writes",
