@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 AS_OF = "as_of"
 SUMMARY = "_summary.json"
-TASK_CPUS = 0.25  # what each read, time and write task reserves: the scoring actors get the rest
+TASK_CPUS = 0.1  # what each read, time and write task reserves: the scoring actors get the rest
 
 
 @dataclass
@@ -219,7 +219,7 @@ def _actor_cpus(actors: int, wanted: float, free: float) -> float:
     of the ``free`` CPUs to the read, time and write tasks: Ray Data shares what is left among
     those operators, and with less than a task's `TASK_CPUS` each, none starts and the run waits
     for ever (seen with 2 actors of 1 CPU on 2 CPUs, and with a quarter CPU left)."""
-    room = free - 1.0
+    room = free - min(1.0, free / 2)  # half of a small cluster's free CPUs stays for the tasks
     if room < 0.05 * actors:
         raise ClusterError(
             f"the cluster has {free:g} CPU free, too few for {actors} scoring actor(s) and their reads and writes",

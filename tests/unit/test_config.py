@@ -280,6 +280,6 @@ def test_scoring_actors_leave_cpu_for_reading_and_writing() -> None:
     assert _actor_cpus(2, 1.0, 16.0) == 1.0  # room to spare: as configured
     # 2 actors of 1 CPU on 2 free CPUs would leave the read and write tasks none
     assert _actor_cpus(2, 1.0, 2.0) == 0.5 and TASK_CPUS < 1.0 / 3  # three task operators share the CPU left
-    assert _actor_cpus(1, 1.0, 1.5) == 0.5  # a deployment holds the rest
+    assert _actor_cpus(1, 1.0, 1.5) == 0.75 and _actor_cpus(2, 1.0, 1.0) == 0.25  # a deployment holds the rest
     with pytest.raises(ClusterError, match=r"lower batch\.concurrency"):
-        _actor_cpus(4, 1.0, 1.1)
+        _actor_cpus(4, 1.0, 0.3)
