@@ -215,11 +215,11 @@ def _predict(
 
 
 def _actor_cpus(actors: int, wanted: float, free: float) -> float:
-    """CPUs per scoring actor: ``batch.num_cpus``, less where the pool would leave less than one
-    of the ``free`` CPUs to the read, time and write tasks: Ray Data shares what is left among
-    those operators, and with less than a task's `TASK_CPUS` each, none starts and the run waits
-    for ever (seen with 2 actors of 1 CPU on 2 CPUs, and with a quarter CPU left)."""
-    room = free - min(1.0, free / 2)  # half of a small cluster's free CPUs stays for the tasks
+    """CPUs per scoring actor: ``batch.num_cpus``, less so that one of the ``free`` CPUs (half,
+    when at most 2 are free) stays for the read, time and write tasks. Ray Data shares what is
+    left among those operators; with less than a task's `TASK_CPUS` each, none starts and the run
+    waits for ever (seen with 2 actors of 1 CPU on 2 CPUs, and with a quarter CPU left)."""
+    room = free - min(1.0, free / 2)
     if room < 0.05 * actors:
         raise ClusterError(
             f"the cluster has {free:g} CPU free, too few for {actors} scoring actor(s) and their reads and writes",
