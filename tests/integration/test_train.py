@@ -46,6 +46,20 @@ def test_binary_beats_the_trivial_baseline_and_is_promoted(trained: tuple[Projec
     assert tags["gate.decision"] == "passed"
 
 
+def test_a_finished_run_leaves_no_ray_train_actor_behind(trained: tuple[ProjectConfig, object]) -> None:
+    """The run's controller and workers go with it (Ray Train's Ctrl-C handler held the controller)."""
+    from ray.util.state import list_actors
+
+    def alive() -> list[str]:
+        actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+        return [a.class_name for a in actors if a.class_name in ("TrainController", "RayTrainWorker")]
+
+    deadline = time.monotonic() + 30
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert alive() == []
+
+
 def test_mlflow_run_has_params_epoch_metrics_config_and_profiles(trained: tuple[ProjectConfig, object]) -> None:
     from mlflow import MlflowClient
 

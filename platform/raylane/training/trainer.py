@@ -9,6 +9,7 @@ the best checkpoint on the holdout, log the model, and register and gate it thro
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -264,9 +265,14 @@ def _time_fit(timer: Stopwatch, started: float, ended: float, result: Any) -> No
 
 def _fit(cfg: ProjectConfig, trainer: Any) -> Any:
     """Run the trainer; a run that used up its allowed worker failures is a clear error (and a failed run)."""
+    import signal
+
     import mlflow
     import ray.train
 
+    # In the main thread Ray Train installs a Ctrl-C handler that holds the run's controller actor:
+    # left installed, it keeps that actor alive after the run (until the next run or Ray's end).
+    handler = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
     try:
         return trainer.fit()
     except ray.train.TrainingFailedError as exc:
@@ -275,6 +281,9 @@ def _fit(cfg: ProjectConfig, trainer: Any) -> Any:
             f"training failed after {cfg.train.max_failures} allowed worker failure(s): {_first_line(exc)}",
             fix="see the worker error above; raise train.max_failures to survive more worker losses",
         ) from exc
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)
 
 
 def _first_line(exc: BaseException) -> str:
