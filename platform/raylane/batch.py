@@ -87,22 +87,28 @@ def predict(
             missing or mistyped key column, an empty input, or features not ingested.
     """
     started = time.perf_counter()
-    with _in_order():
+    with _data_context():
         return _predict(cfg, entities, out, model, as_of, features, overwrite, step, started)
 
 
 @contextlib.contextmanager
-def _in_order() -> Iterator[None]:
-    """Ray Data keeps the input's order (one output row per input row, in order) in this block;
-    datasets take the setting when they are made."""
+def _data_context() -> Iterator[None]:
+    """Ray Data settings for a scoring run; datasets take them when they are made.
+
+    * ``preserve_order``: one output row per input row, in the input's order.
+    * ``use_datasource_v2`` off: Ray 2.60's new file reads start with a file-listing task that
+      reserves a whole CPU and takes no resource arguments. On a cluster whose CPUs are held by
+      the scoring actors and a deployment's replicas, it never starts and the run waits forever;
+      the classic reader's tasks reserve `TASK_CPUS` like every other task of the run."""
     import ray
 
-    options = ray.data.DataContext.get_current().execution_options
-    was, options.preserve_order = options.preserve_order, True
+    ctx = ray.data.DataContext.get_current()
+    was = ctx.execution_options.preserve_order, ctx.use_datasource_v2
+    ctx.execution_options.preserve_order, ctx.use_datasource_v2 = True, False
     try:
         yield
     finally:
-        options.preserve_order = was
+        ctx.execution_options.preserve_order, ctx.use_datasource_v2 = was
 
 
 def _predict(
@@ -243,7 +249,8 @@ def _read(cfg: ProjectConfig, entities: str) -> Any:
     if entities == "all":  # every entity that has a feature row
         paths = [str(offline_path(cfg, s)) for s in sorted({v.source for v in cfg.features.views})]
         # the distinct keys are made before the scoring actors take their CPUs (a shuffle's tasks need some)
-        keys = ray.data.read_parquet(paths, columns=[key]).groupby(key).count().select_columns([key])
+        keys = ray.data.read_parquet(paths, columns=[key], ray_remote_args={"num_cpus": TASK_CPUS})
+        keys = keys.groupby(key).count().select_columns([key])
         return keys.materialize()
     path = Path(entities).expanduser()
     if not path.exists():

@@ -66,6 +66,9 @@ def served(ray_runtime: object, tmp_path_factory: pytest.TempPathFactory) -> Ite
             "monitor.flush_seconds=0.5",
             "monitor.flush_rows=50",
             "monitor.window_rows=100000",
+            # a drifted batch window must not start a retrain: its Ray Train run would hold a CPU
+            # (and its workers' sockets) through the rest of the module
+            "monitor.triggers.drifted_features=null",
         ],
     )
     ingest(cfg)
