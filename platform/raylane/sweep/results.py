@@ -7,7 +7,6 @@ stopped early.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from raylane.config import ProjectConfig
 from raylane.errors import RaylaneError
 from raylane.lineage import Tag
 from raylane.sweep.space import decode_params
-from raylane.sweep.trial import BEST_PATH, BEST_SCORE
+from raylane.sweep.trial import BEST_PATH, BEST_SCORE, trial_id_in
 from raylane.training import TrainResult
 
 __all__ = [
@@ -113,8 +112,7 @@ class SweepProgress:
 def trial_id_of(result: Any) -> str:
     """The Tune trial id of a result: from its folder (``run_trial_<id>_<n>_…``), which stays the
     trial's own when PBT copied another trial's last result into it."""
-    found = re.match(r"run_trial_([0-9a-f]+(?:_\d{5})?)_\d+_", Path(result.path).name)
-    return found.group(1) if found else str((result.metrics or {}).get("trial_id"))
+    return trial_id_in(Path(result.path).name) or str((result.metrics or {}).get("trial_id"))
 
 
 def summaries(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import queue
+import re
 import threading
 import time
 from pathlib import Path
@@ -52,7 +53,7 @@ def run_trial(
     if start is not None:  # a new run from that checkpoint (one name per starting point)
         name += "-from-" + hashlib.sha256(str(start.path).encode()).hexdigest()[:10]
     if cfg.tune.scheduler.type == "pbt":
-        _log_pbt_params(cfg, run_id, started_from=start)
+        _log_pbt_params(cfg, run_id, trial_id, started_from=start)
         result = _fit_forwarding(cfg, prep, name, Path(trials_dir), run_id, start)
     else:
         from ray.tune.integration.ray_train import TuneReportCallback
@@ -127,9 +128,12 @@ def _fit_forwarding(cfg: ProjectConfig, prep: Prepared, name: str, trials_dir: P
     return value
 
 
-def _log_pbt_params(cfg: ProjectConfig, run_id: str, *, started_from: Any) -> None:
+def _log_pbt_params(cfg: ProjectConfig, run_id: str, trial_id: str, *, started_from: Any) -> None:
     """A PBT trial's params as metrics (``pbt.<param>``), once per start: its MLflow params are
-    the ones it started with, and PBT changes them each time it copies another trial into it."""
+    the ones it started with, and PBT changes them each time it copies another trial into it
+    (the ``raylane.pbt.started_from`` tag names that trial's checkpoint). A trial PBT paused to
+    let the others catch up starts again from its own checkpoint, with its own params: a start,
+    not a copy."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric, RunTag
 
@@ -138,8 +142,15 @@ def _log_pbt_params(cfg: ProjectConfig, run_id: str, *, started_from: Any) -> No
     now = int(time.time() * 1000)
     values = {f"pbt.{k}": float(v) for k, v in flat_params(cfg).items() if k in cfg.tune.space}
     metrics = [Metric(k, v, now, starts) for k, v in {**values, "pbt.starts": starts + 1}.items()]
-    tags = [RunTag(Tag.PBT_STARTED_FROM, str(started_from.path))] if started_from is not None else []
+    copied = started_from is not None and trial_id_in(Path(started_from.path).parent.name) != trial_id
+    tags = [RunTag(Tag.PBT_STARTED_FROM, str(started_from.path))] if copied else []
     client.log_batch(run_id, metrics=metrics, tags=tags)
+
+
+def trial_id_in(folder: str) -> str | None:
+    """The Tune trial id in a trial folder's name (``run_trial_<id>_<n>_…``), or None."""
+    found = re.match(r"run_trial_([0-9a-f]+(?:_\d{5})?)_\d+_", folder)
+    return found.group(1) if found else None
 
 
 def find_trial_run(client: Any, cfg: ProjectConfig, sweep: str, trial_id: str) -> Any | None:
