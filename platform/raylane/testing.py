@@ -28,6 +28,8 @@ __all__ = [
     "example_config_path",
     "example_project",
     "free_port",
+    "headless_browser",
+    "headless_dom",
     "listening_sockets",
     "offline_table",
     "ray_processes",
@@ -189,6 +191,27 @@ def listening_sockets(root: int | None = None) -> list[tuple[str, int, str]]:
         if c.status == psutil.CONN_LISTEN and c.pid in names:
             found.append((c.laddr.ip.removeprefix("::ffff:"), c.laddr.port, names[c.pid]))
     return sorted(found)
+
+
+def headless_browser() -> str | None:
+    """The path of a Chromium (or Chrome) on this machine, or None (Debian: ``apt-get install chromium``)."""
+    return next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+
+
+def headless_dom(page: Path, *, seconds: float = 5.0) -> str:
+    """The DOM of ``page`` after a headless browser ran its scripts for ``seconds`` (of virtual time)."""
+    browser = headless_browser()
+    if browser is None:
+        raise FileNotFoundError("no Chromium on this machine: apt-get install chromium")
+    flags = [
+        "--headless",
+        "--disable-gpu",
+        "--no-sandbox",
+        f"--virtual-time-budget={int(seconds * 1000)}",
+        "--dump-dom",
+    ]
+    done = subprocess.run([browser, *flags, page.as_uri()], capture_output=True, text=True, timeout=120, check=True)
+    return done.stdout
 
 
 def offline_table(cfg: ProjectConfig, source: str) -> Any:

@@ -26,7 +26,7 @@ from raylane.ingest import ingest
 from raylane.monitoring import Monitor, monitor_dir, read_decisions, read_windows
 from raylane.profiling import profile
 from raylane.registry import Registry
-from raylane.testing import example_project
+from raylane.testing import example_project, headless_browser, headless_dom
 from raylane.training import train
 
 WINDOW = 300
@@ -305,19 +305,11 @@ def test_window_report_html_shows_the_drifted_features(project: Project, monitor
     assert json.loads((monitor_dir(cfg) / "windows" / "000001" / "report.json").read_text())["rows"] == WINDOW
 
 
-BROWSER = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
-
-
-@pytest.mark.skipif(BROWSER is None, reason="no headless Chromium on this machine")
+@pytest.mark.skipif(headless_browser() is None, reason="no headless Chromium on this machine")
 def test_window_report_renders_in_headless_chromium(project: Project) -> None:
     """After the HTML test: the report, opened by a browser, shows the drifted features."""
-    import subprocess
-
-    assert BROWSER is not None
     report = read_windows(project.cfg)[-1]
-    page = monitor_dir(project.cfg) / "windows" / f"{report['window']:06d}" / "report.html"
-    flags = ["--headless", "--disable-gpu", "--no-sandbox", "--virtual-time-budget=5000", "--dump-dom"]
-    dom = subprocess.run([BROWSER, *flags, page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    dom = headless_dom(monitor_dir(project.cfg) / "windows" / f"{report['window']:06d}" / "report.html")
     assert report["drifted_features"]
     for feature in report["drifted_features"]:
         assert feature in dom

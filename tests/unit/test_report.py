@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from raylane.monitoring.report import render_html, script_safe_json, write_whylogs_html
 from raylane.profiling import profile
+from raylane.testing import headless_browser, headless_dom
 
 PAYLOAD = '</script><script>alert("pwned")</script><img src=x onerror=alert(2)>'
 
@@ -84,3 +86,48 @@ def test_raylanes_report_escapes_what_it_shows() -> None:
     }
     page = _parsed(render_html(report))
     assert page.scripts == [] and page.handlers == []
+
+
+# Each part, run as script, marks the page; a page where none ran has no mark. No quotes: JSON
+# would escape them, and the payload must stay valid script after a raw paste into JSON.
+MARKING = (
+    "</script><script>document.documentElement.dataset.pwned=1</script>"
+    "<img src=x onerror=document.documentElement.dataset.pwned=2>"
+)
+
+
+def _marked(dom: str) -> bool:
+    return re.search(r"<html[^>]*\bdata-pwned=", dom) is not None
+
+
+@pytest.mark.skipif(headless_browser() is None, reason="no headless Chromium on this machine")
+def test_no_value_from_traffic_runs_as_script_in_a_browser(tmp_path: Path) -> None:
+    """Both pages of a window, with the payload in a string feature and in every field raylane's
+    report shows, opened in headless Chromium: nothing of the payload runs."""
+    control = tmp_path / "control.html"  # the same payload written raw: the browser runs it
+    control.write_text(f"<!DOCTYPE html><html><body>{MARKING}</body></html>")
+    assert _marked(headless_dom(control))
+    whylogs = tmp_path / "whylogs.html"
+    whylogs.write_text(_page(tmp_path, MARKING))
+    report = tmp_path / "report.html"
+    report.write_text(
+        render_html(
+            {
+                "project": MARKING,
+                "window": 1,
+                "rows": 10,
+                "profiles": 1,
+                "opened_at": MARKING,
+                "closed_at": MARKING,
+                "reference_version": MARKING,
+                "drift": [{"column": MARKING, "algorithm": "ks", "statistic": 0.1, "pvalue": 0.5, "drifted": True}],
+                "drifted_features": [MARKING],
+                "quality": [{"name": MARKING, "passed": False}],
+                "live": {"metric": MARKING, "value": 0.5, "labelled": 3},
+                "decision": {"action": MARKING, "reasons": [MARKING], "why": MARKING},
+            }
+        )
+    )
+    for page in (whylogs, report):
+        dom = headless_dom(page)
+        assert "</html>" in dom and not _marked(dom), page.name
