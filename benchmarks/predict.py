@@ -95,12 +95,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--actors", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=None, help="batch.batch_size (default: the config's)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="raylane-bench-") as tmp, runtime.ray_session():
         root = Path(tmp)
         cfg = example_project(
             root / "project",
-            overrides=["train.epochs=2", "registry.promotion.floor=null", f"batch.concurrency={args.actors}"],
+            overrides=[
+                "train.epochs=2",
+                "registry.promotion.floor=null",
+                f"batch.concurrency={args.actors}",
+                *([f"batch.batch_size={args.batch_size}"] if args.batch_size else []),
+            ],
         )
         ingest(cfg)
         FeatureRepo(cfg).apply()
@@ -120,7 +126,10 @@ def main() -> None:
     rows = args.rows
     ours = rows / results["large"][0]
     theirs = rows / plain_seconds
-    print(f"\nbatch inference benchmark: {rows} entity rows, {args.actors} actors, offline features as of each row")
+    print(
+        f"\nbatch inference benchmark: {rows} entity rows, {args.actors} actors of batches of"
+        f" {cfg.batch.batch_size} rows, offline features as of each row"
+    )
     print(f"raylane predict: {ours:,.0f} rows/s; plain single-process loop: {theirs:,.0f} rows/s")
     print(f"ratio: {ours / theirs:.2f}  (target >= 1.0)")
     growth = results["large"][1] / results["small"][1]

@@ -249,7 +249,7 @@ def _read(cfg: ProjectConfig, entities: str) -> Any:
     if entities == "all":  # every entity that has a feature row
         paths = [str(offline_path(cfg, s)) for s in sorted({v.source for v in cfg.features.views})]
         # the distinct keys are made before the scoring actors take their CPUs (a shuffle's tasks need some)
-        keys = ray.data.read_parquet(paths, columns=[key], ray_remote_args={"num_cpus": TASK_CPUS})
+        keys = ray.data.read_parquet(paths, columns=[key], num_cpus=TASK_CPUS)
         keys = keys.groupby(key).count().select_columns([key])
         return keys.materialize()
     path = Path(entities).expanduser()
@@ -257,7 +257,7 @@ def _read(cfg: ProjectConfig, entities: str) -> Any:
         raise UserError(f"--entities {path}: no such file or folder", fix="pass a parquet or csv file or folder")
     csv = path.suffix in (".csv", ".gz") or (path.is_dir() and any(path.glob("*.csv")))
     read = ray.data.read_csv if csv else ray.data.read_parquet
-    ds = read(str(path), ray_remote_args={"num_cpus": TASK_CPUS})
+    ds = read(str(path), num_cpus=TASK_CPUS)
     schema = ds.schema()
     if schema is None or key not in schema.names:
         raise UserError(
