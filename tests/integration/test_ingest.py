@@ -3,7 +3,9 @@ no traceback, and nothing half-written."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +19,8 @@ from raylane.cli import main
 from raylane.config import ProjectConfig
 from raylane.ingest import offline_path
 from raylane.testing import example_config_path, example_project, ray_processes
+
+DASHBOARD_AGENT_PORT = 52365  # Ray's default, which `ray.init` cannot change
 
 
 def _run(cfg: ProjectConfig, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
@@ -137,7 +141,8 @@ def test_missing_source_file(env: ProjectConfig, capsys: pytest.CaptureFixture[s
 
 def test_cli_in_a_subprocess_prints_no_traceback_and_leaks_no_ray(env: ProjectConfig, tmp_path: Path) -> None:
     """The real entry point, with its own embedded Ray: a user error exits 2 without a traceback,
-    a good run exits 0, and neither leaves a Ray process behind."""
+    a good run exits 0 (while another process holds the dashboard agent's fixed port, as a second
+    Ray on the machine does), and neither leaves a Ray process behind."""
     before = set(ray_processes())
     cli = [sys.executable, "-m", "raylane", "features", "ingest", str(example_config_path())]
     run_env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -150,7 +155,12 @@ def test_cli_in_a_subprocess_prints_no_traceback_and_leaks_no_ray(env: ProjectCo
     from raylane.examples.churn import SIZES, write
 
     write(SIZES["tiny"], env.data.source("labels").path.parent)
-    good = subprocess.run(cli, env=run_env, capture_output=True, text=True, timeout=300)
+    with contextlib.ExitStack() as held:  # another Ray's dashboard agent holds its fixed port
+        agent = held.enter_context(socket.socket())
+        with contextlib.suppress(OSError):  # taken already: by another Ray's agent, the same case
+            agent.bind(("127.0.0.1", DASHBOARD_AGENT_PORT))
+            agent.listen()
+        good = subprocess.run(cli, env=run_env, capture_output=True, text=True, timeout=300)
     assert good.returncode == 0, good.stderr
     deadline = time.monotonic() + 20
     while (left := set(ray_processes()) - before) and time.monotonic() < deadline:
