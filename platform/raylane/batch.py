@@ -342,8 +342,11 @@ class Scorer:
         out = pd.DataFrame({key: batch[key], AS_OF: batch[AS_OF]})
         pre = self.bundle.pre
         if self.profiles is not None:  # features and a numeric prediction, as a replica profiles them
+            from raylane.monitoring.analysis import AUTHENTICATED
+
             numeric = pred.argmax(axis=1) if pre.task == "multiclass" else pred
-            self._profile(frame.infer_objects().assign(prediction=numeric))
+            # a batch run is submitted with the cluster's token: all its rows are authenticated
+            self._profile(frame.infer_objects().assign(prediction=numeric, **{AUTHENTICATED: 1}))
         if pre.task == "multiclass":
             classes = [str(c) for c in pre.classes]
             out["prediction"] = np.asarray(classes, dtype=object)[pred.argmax(axis=1)]

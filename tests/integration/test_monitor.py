@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -98,10 +99,12 @@ def monitor_of(project: Project) -> Iterator[Callable[..., Monitor]]:
     """A fresh monitor (empty state) in this process, with config overrides."""
     made: list[Monitor] = []
 
-    def make(**monitor: Any) -> Monitor:
+    def make(*, auth: dict[str, Any] | None = None, **monitor: Any) -> Monitor:
         shutil.rmtree(monitor_dir(project.cfg), ignore_errors=True)
         data = project.cfg.model_dump(mode="json")
         data["monitor"] = {**data["monitor"], **monitor}
+        if auth is not None:
+            data["serve"]["auth"] = {**data["serve"]["auth"], **auth}
         m = Monitor(data)
         made.append(m)
         return m
@@ -316,6 +319,32 @@ def test_window_report_renders_in_headless_chromium(project: Project) -> None:
 
 
 @pytest.mark.slow
+def test_drift_in_anonymous_traffic_is_recorded_and_skipped(
+    project: Project, monitor_of: Callable[..., Monitor]
+) -> None:
+    """With ``min_authenticated_share``, a drifted window of anonymous requests (answered under
+    ``serve.auth.allow_anonymous``) submits nothing: the decision is skipped, saying why, and the
+    report shows the window's share of rows that came with the API key."""
+    from raylane.monitoring.analysis import AUTHENTICATED
+
+    cfg = project.cfg
+    triggers = {"drifted_features": 3, "min_authenticated_share": 0.5}
+    monitor = monitor_of(auth={"api_key_env": "RAYLANE_UNUSED_KEY", "allow_anonymous": True}, triggers=triggers)
+    drifted = _traffic(cfg, project.drifted, WINDOW, seed=41)
+    keyed = drifted.iloc[: WINDOW // 5].assign(**{AUTHENTICATED: 1})
+    anonymous = drifted.iloc[WINDOW // 5 :].assign(**{AUTHENTICATED: 0})
+    assert _send(monitor, pd.concat([keyed, anonymous], ignore_index=True), "anon") == WINDOW
+    (window,) = read_windows(cfg)
+    assert len(window["drifted_features"]) >= 3
+    assert window["authenticated_rows"] == WINDOW // 5 and window["authenticated_share"] == 0.2
+    assert window["decision"]["action"] == "skipped"
+    assert window["decision"]["why"].startswith(f"20% of the window's {WINDOW} rows came with the API key")
+    assert [d["action"] for d in read_decisions(cfg)] == ["skipped"]
+    assert monitor.status()["in_flight"] is None
+    page = Path(window["html"]).read_text()
+    assert "(20% with the API key)" in page
+
+
 def test_closed_loop_drift_retrain_promote(project: Project) -> None:
     """The detached monitor actor takes profiles from a replica's profile sink; new drifted data
     arrives; drift is found; the retrain job trains on the newest data, passes the gate, and the

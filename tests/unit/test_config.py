@@ -283,3 +283,14 @@ def test_scoring_actors_leave_cpu_for_reading_and_writing() -> None:
     assert _actor_cpus(1, 1.0, 1.5) == 0.75 and _actor_cpus(2, 1.0, 1.0) == 0.25  # a deployment holds the rest
     with pytest.raises(ClusterError, match=r"lower batch\.concurrency"):
         _actor_cpus(4, 1.0, 0.3)
+
+
+def test_a_share_of_authenticated_traffic_needs_an_api_key(tmp_path: Path) -> None:
+    env = {"CHURN_DATA": str(tmp_path), "RAYLANE_STORAGE": str(tmp_path / "s")}
+    share = "monitor.triggers.min_authenticated_share=0.9"
+    with pytest.raises(ConfigError, match=r"no request is\s+authenticated.*serve\.auth\.api_key_env"):
+        load_config(example_config_path(), [share], env=env)
+    with pytest.raises(ConfigError, match="min_authenticated_share"):
+        load_config(example_config_path(), ["monitor.triggers.min_authenticated_share=1.5"], env=env)
+    cfg = load_config(example_config_path(), [share, "serve.auth.api_key_env=KEY"], env=env)
+    assert cfg.monitor.triggers.min_authenticated_share == 0.9

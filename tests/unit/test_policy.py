@@ -168,3 +168,21 @@ def test_a_small_window_never_triggers_a_retrain() -> None:
     small = WindowAnalysis(rows=7, reference_version="3", drift=_window(["a", "b", "c"]).drift)
     assert triggers(_monitor(min_rows=100), small, STARTED, T0) == []
     assert triggers(_monitor(min_rows=5), small, STARTED, T0) == ["drift: 3 features drifted (a, b, c)"]
+
+
+def test_anonymous_traffic_alone_cannot_retrain() -> None:
+    """Below ``min_authenticated_share`` a window's drift and decay are skipped, saying why; the
+    schedule still retrains; at or above it, drift retrains as before."""
+    m = _monitor(min_authenticated_share=0.8, every="1h")
+    drift = _window(["a", "b"]).drift
+    anonymous = WindowAnalysis(rows=500, reference_version="3", authenticated_rows=100, drift=drift)
+    verdict = decide(m, anonymous, STARTED, T0)
+    assert verdict.action == "skipped" and verdict.reasons == ["drift: 2 features drifted (a, b)"]
+    assert verdict.why == (
+        "20% of the window's 500 rows came with the API key; triggers.min_authenticated_share is 80%"
+    )
+    later = T0 + timedelta(hours=2)  # the schedule is due: it retrains, for the schedule alone
+    assert decide(m, anonymous, STARTED, later) == Verdict("retrain", ["schedule: every 1:00:00"])
+    keyed = WindowAnalysis(rows=500, reference_version="3", authenticated_rows=400, drift=drift)
+    assert decide(m, keyed, STARTED, T0) == Verdict("retrain", ["drift: 2 features drifted (a, b)"])
+    assert decide(_monitor(), anonymous, STARTED, T0).action == "retrain"  # no share required: as before

@@ -133,7 +133,8 @@ def monitor_report(
     if w is None:
         raise UserError(f"no window {window}", fix=f"windows are 1 to {numbers[-1]}")
     out.print(
-        f"window {w.window} of {w.project}: {w.rows} rows, {w.opened_at} → {w.closed_at},"
+        f"window {w.window} of {w.project}: {w.rows} rows ({w.authenticated_share:.0%} with the API key),"
+        f" {w.opened_at} → {w.closed_at},"
         f" against champion v{w.reference_version}",
         soft_wrap=True,
     )

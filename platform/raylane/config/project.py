@@ -71,7 +71,17 @@ class ProjectConfig(StrictModel):
         self._check_space()
         self._check_labels()
         self._check_views()
+        self._check_monitor()
         return self
+
+    def _check_monitor(self) -> None:
+        """A share of authenticated traffic needs a key to authenticate with."""
+        if self.monitor.triggers.min_authenticated_share is not None and not self.serve.auth.enabled:
+            raise ValueError(
+                "monitor.triggers.min_authenticated_share: serve.auth has no API key, so no request is"
+                " authenticated and drift could never count; set serve.auth.api_key_env or"
+                " serve.auth.api_key_file (or remove min_authenticated_share)"
+            )
 
     def _check_sources(self) -> None:
         """Source names are unique; every source has the entity key and lists its timestamp apart."""

@@ -59,8 +59,10 @@ class AuthConfig(StrictModel):
     api_key_file: ProjectPath | None = Field(None, description="File that holds the API key.")
     allow_anonymous: bool = Field(
         False,
-        description="Serve without an API key although `serve.host` is not loopback (other machines can"
-        " reach it); without this, such a config is refused.",
+        description="/predict answers requests without an API key: with no key configured, although"
+        " `serve.host` is not loopback (without this, such a config is refused); with one, requests"
+        " without it are answered too, as anonymous traffic (`monitor.triggers.min_authenticated_share`),"
+        " while a wrong key is still refused and /feedback still needs the key.",
     )
 
     @property
@@ -192,6 +194,14 @@ class TriggersConfig(StrictModel):
         ge=1,
         description="Drift counts only in windows of at least this many rows (accepted requests only:"
         " refused ones are never profiled), so a handful of junk requests cannot trigger a retrain.",
+    )
+    min_authenticated_share: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Drift and decay count only in windows where at least this share of the rows came"
+        " with the API key (anonymous requests are answered with `serve.auth.allow_anonymous`); a window"
+        " below it records the trigger as skipped. Needs `serve.auth.api_key_env` or `api_key_file`.",
     )
 
 

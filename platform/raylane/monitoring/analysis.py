@@ -20,11 +20,23 @@ import pandas as pd
 
 from raylane.config import ProjectConfig
 
-__all__ = ["ColumnDrift", "LiveMetric", "WindowAnalysis", "analyse", "live_metric", "rows_of", "window_predictions"]
+__all__ = [
+    "AUTHENTICATED",
+    "ColumnDrift",
+    "LiveMetric",
+    "WindowAnalysis",
+    "analyse",
+    "live_metric",
+    "rows_of",
+    "window_predictions",
+]
 
 log = logging.getLogger(__name__)
 
 PREDICTION = "prediction"
+# 1 for a row of a request that carried the service's API key, 0 for an anonymous one; a profile
+# column beside the features (a dotted name, so no feature's), never compared with the reference
+AUTHENTICATED = "raylane.authenticated"
 
 
 @dataclass
@@ -49,6 +61,7 @@ class LiveMetric:
 class WindowAnalysis:
     rows: int
     reference_version: str | None
+    authenticated_rows: int = 0  # rows of requests that carried the API key (a batch's: all)
     drift: list[ColumnDrift] = field(default_factory=list)
     quality: list[dict[str, Any]] = field(default_factory=list)
     live: LiveMetric | None = None
@@ -62,6 +75,10 @@ class WindowAnalysis:
         return any(d.drifted for d in self.drift if d.column == PREDICTION)
 
     @property
+    def authenticated_share(self) -> float:
+        return self.authenticated_rows / self.rows if self.rows else 0.0
+
+    @property
     def failed_checks(self) -> list[str]:
         return [q["name"] for q in self.quality if not q["passed"]]
 
@@ -70,6 +87,7 @@ class WindowAnalysis:
         out["drifted_features"] = self.drifted_features
         out["prediction_drifted"] = self.prediction_drifted
         out["failed_checks"] = self.failed_checks
+        out["authenticated_share"] = round(self.authenticated_share, 4)
         return out
 
 
@@ -86,10 +104,19 @@ def rows_of(view: Any) -> int:
     return int(column.get_metric("counts").n.value) if column is not None else 0
 
 
+def authenticated_rows_of(view: Any) -> int:
+    """Rows of a profile that came with the API key (the `AUTHENTICATED` column's sum; 0 without it)."""
+    column = view.get_column(AUTHENTICATED)
+    dist = column.get_metric("distribution") if column is not None else None
+    if dist is None or not dist.n:
+        return 0
+    return round(float(dist.mean.value) * int(dist.n))
+
+
 def analyse(cfg: ProjectConfig, window: Any, reference: Any | None, reference_version: str | None) -> WindowAnalysis:
     """Drift of each feature and of the prediction, and the quality checks, of a window's profile."""
     features = list(cfg.feature_dtypes())
-    out = WindowAnalysis(rows=rows_of(window), reference_version=reference_version)
+    out = WindowAnalysis(rows_of(window), reference_version, authenticated_rows_of(window))
     if reference is not None:
         out.drift = _drift(cfg, window, reference, [*features, PREDICTION])
     out.quality = _quality(cfg, window, reference, features)

@@ -9,6 +9,9 @@ knows of earlier retrains (`PolicyState`) and the time, and acts on the `Verdict
   ``triggers.live_metric_below`` (below it for a metric to maximize, above it for one to minimize:
   `LiveMetric.breached`); ``triggers.every`` has elapsed
   since the last submission (or the monitor's start) — continuous training;
+- with ``triggers.min_authenticated_share``, a window's drift and decay count only when at least
+  that share of its rows came with the API key: below it they are skipped, and the verdict says
+  why (anonymous traffic alone cannot retrain; the schedule still can);
 - a trigger retrains unless a retrain is still in flight (one at a time) or the ``cooldown`` after
   the last submission has not ended; then it is skipped, and the verdict says why.
 """
@@ -72,6 +75,15 @@ def decide(m: MonitorConfig, analysis: WindowAnalysis | None, state: PolicyState
     reasons = triggers(m, analysis, state, now)
     if not reasons:
         return Verdict("none")
+    share = m.triggers.min_authenticated_share
+    if analysis is not None and share is not None and analysis.authenticated_share < share:
+        why = (
+            f"{analysis.authenticated_share:.0%} of the window's {analysis.rows} rows came with the API key;"
+            f" triggers.min_authenticated_share is {share:.0%}"
+        )
+        if not (scheduled := [r for r in reasons if r.startswith(SCHEDULE)]):
+            return Verdict("skipped", reasons, why)
+        reasons = scheduled
     if state.in_flight:
         return Verdict("skipped", reasons, f"retrain job {state.in_flight} is still running")
     end = cooldown_end(m.cooldown, state, now)

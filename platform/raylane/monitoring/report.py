@@ -93,7 +93,8 @@ def render_html(report: dict[str, Any]) -> str:
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title><style>{_STYLE}</style></head>
 <body><h1>{e(title)}</h1>
-<p>{report["rows"]} rows of {source} from {report["profiles"]} profiles,
+<p>{report["rows"]} rows of {source} ({float(report.get("authenticated_share") or 0):.0%} with the API key)
+from {report["profiles"]} profiles,
 {e(str(report["opened_at"]))} → {e(str(report["closed_at"]))},
 against the reference profile of champion <code>v{e(str(report.get("reference_version")))}</code>.</p>
 <h2>Drift: {len(drifted)} features drifted</h2>

@@ -4,7 +4,8 @@ them, as whylogs profiles, to the project's monitor actor.
 It is not where profiles are made (`raylane.profiling.profile` does that, for training's reference
 profile too) nor where they are read (the monitor, `raylane.monitoring.actor`).
 
-A replica adds each scored row (its features and prediction) to a buffer; off the request path
+A replica adds each scored row (its features, its prediction, and whether the request carried the
+API key: `AUTHENTICATED`) to a buffer; off the request path
 (the replica's I/O thread) the buffer becomes a whylogs profile every ``monitor.flush_rows`` rows
 or ``monitor.flush_seconds``, serialized (protobuf, never pickle) and sent to the monitor actor
 under a unique id. The monitor stores it before it answers, and knows an id it has seen, so a
@@ -24,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from raylane.config import ProjectConfig
+from raylane.monitoring.analysis import AUTHENTICATED, PREDICTION
 
 __all__ = ["ProfileSink"]
 
@@ -51,7 +53,7 @@ class ProfileSink:
         self._warned_at = 0.0
 
     def add(self, rows: list[dict[str, Any]]) -> bool:
-        """Buffer rows (features and ``prediction``); true when a profile is due."""
+        """Buffer rows (features, ``prediction`` and `AUTHENTICATED`, 1 or 0); true when a profile is due."""
         with self._lock:
             if self._first_at is None:
                 self._first_at = time.monotonic()
@@ -85,7 +87,7 @@ class ProfileSink:
     def _profile(self, rows: list[dict[str, Any]]) -> bytes:
         from raylane.profiling import profile
 
-        frame = pd.DataFrame.from_records(rows, columns=[*self.features, "prediction"])
+        frame = pd.DataFrame.from_records(rows, columns=[*self.features, PREDICTION, AUTHENTICATED])
         return bytes(profile(frame, text=self.cfg.text_features()).serialize())
 
     def _send(self) -> int:

@@ -164,6 +164,11 @@ class WindowRecord:
     whylogs_html: str | None = None
     source: str = "live"  # live traffic, or a batch scoring run (`raylane predict`)
     batch: dict[str, Any] | None = None  # the batch run's summary
+    authenticated_rows: int = 0  # rows of requests that carried the API key
+
+    @property
+    def authenticated_share(self) -> float:
+        return self.authenticated_rows / self.rows if self.rows else 0.0
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> WindowRecord:
@@ -187,6 +192,7 @@ class WindowRecord:
             whylogs_html=d.get("whylogs_html"),
             source=str(d.get("source", "live")),
             batch=d.get("batch"),
+            authenticated_rows=int(d.get("authenticated_rows", 0)),
         )
 
 

@@ -65,25 +65,35 @@ class ApiError(Exception):
 class ApiKeyCheck:
     """The API key check of one service: it holds the key's SHA-256 digest, never the key.
 
-    ``ApiKeyCheck(None)`` lets every request through (auth off).
+    ``ApiKeyCheck(None)`` lets every request through (auth off), as anonymous. With
+    ``allow_anonymous`` a request without a key is let through too (a wrong key never is).
     """
 
-    def __init__(self, key_sha256: str | None) -> None:
+    def __init__(self, key_sha256: str | None, *, allow_anonymous: bool = False) -> None:
         self._digest = key_sha256
+        self._anonymous = allow_anonymous
 
     @property
     def enabled(self) -> bool:
         return self._digest is not None
 
-    def __call__(self, headers: Mapping[str, str]) -> None:
-        """401 without an API key, 403 with a wrong one; nothing when no key is configured."""
+    @property
+    def anonymous(self) -> bool:
+        """Whether /predict answers requests without a key."""
+        return self._digest is None or self._anonymous
+
+    def __call__(self, headers: Mapping[str, str], *, anonymous_ok: bool = True) -> bool:
+        """True for a request with the right key; False for an anonymous one let through (no key
+        configured, or ``allow_anonymous`` and ``anonymous_ok``); 401 without a key, 403 with a wrong one."""
         if self._digest is None:
-            return
+            return False
         given = headers.get("x-api-key")
         auth = headers.get("authorization", "")
         if not given and auth.lower().startswith("bearer "):
             given = auth[7:].strip()
         if not given:
+            if self._anonymous and anonymous_ok:
+                return False
             raise ApiError(
                 401,
                 "an API key is required: send it in the X-API-Key header (or `Authorization: Bearer <key>`)",
@@ -92,6 +102,7 @@ class ApiKeyCheck:
         # digests compared in constant time: the answer's timing tells nothing about the key
         if not hmac.compare_digest(hashlib.sha256(given.encode()).hexdigest(), self._digest):
             raise ApiError(403, "the API key is not valid for this service")
+        return True
 
 
 # ----- what the routes need from the replica
@@ -155,7 +166,9 @@ class Replica(Protocol[M, S]):
 
     def log_health(self) -> dict[str, Any]: ...
     async def score(self, rows: list[Any]) -> tuple[M, list[S]]: ...
-    def log_predictions(self, request_id: str, model: M, rows: list[Any], scored: list[S]) -> None: ...
+    def log_predictions(
+        self, request_id: str, model: M, rows: list[Any], scored: list[S], *, authenticated: bool
+    ) -> None: ...
     def log_feedback(self, item: Any) -> None: ...
 
 
@@ -222,12 +235,15 @@ async def _read_json_body(request: Request, limit: int) -> bytes:
     return body
 
 
-async def _parse(p: Replica[M, S], request: Request, validate: Callable[[bytes], Any], known: list[str]) -> Any:
-    """API key, then the body's checks, then the pydantic model (the same for every POST)."""
-    p.auth(request.headers)
+async def _parse(
+    p: Replica[M, S], request: Request, validate: Callable[[bytes], Any], known: list[str], *, anonymous_ok: bool
+) -> tuple[bool, Any]:
+    """API key, then the body's checks, then the pydantic model (the same for every POST); with
+    whether the request was authenticated (`ApiKeyCheck`)."""
+    authenticated = p.auth(request.headers, anonymous_ok=anonymous_ok)
     body = await _read_json_body(request, p.cfg.serve.max_body_bytes)
     try:
-        return validate(body)
+        return authenticated, validate(body)
     except ValidationError as exc:
         raise _invalid(exc, known) from None
 
@@ -263,13 +279,15 @@ def _predictions(key: str, model: ServedModel, rows: list[Any], scored: list[S])
 
 async def _predict(p: Replica[M, S], request: Request) -> dict[str, Any]:
     s = p.cfg.serve
-    rows = await _parse(p, request, p.schemas.parse_predict, [p.key, *p.feature_names])
+    authenticated, rows = await _parse(
+        p, request, p.schemas.parse_predict, [p.key, *p.feature_names], anonymous_ok=True
+    )
     model, scored = await _timed(p.score(rows), s.request_timeout_s)
     unknown = [getattr(r, p.key) for r, sc in zip(rows, scored, strict=True) if not sc.known]
     if unknown and s.unknown_entity == "reject":
         raise _reject_unknown(p.key, unknown)
     request_id = p.request_ids.new()
-    p.log_predictions(request_id, model, rows, scored)
+    p.log_predictions(request_id, model, rows, scored, authenticated=authenticated)
     return {
         "request_id": request_id,
         "model": {"name": model.name, "version": model.version, "alias": s.model_alias},
@@ -341,6 +359,7 @@ def _metadata(p: Replica[M, S]) -> dict[str, Any]:
         },
         "unknown_entity": s.unknown_entity,
         "auth": p.auth.enabled,
+        "anonymous": p.auth.anonymous,
         "replica": p.replica,
     }
 
@@ -387,7 +406,10 @@ def build_api(p: Replica[M, S]) -> FastAPI:
         openapi_extra=p.schemas.openapi_feedback(),
     )
     async def feedback(request: Request) -> JSONResponse:
-        item = await _parse(p, request, feedback_model.model_validate_json, list(feedback_model.model_fields))
+        # labels feed retrains: with an API key configured they need it, anonymous requests or not
+        _, item = await _parse(
+            p, request, feedback_model.model_validate_json, list(feedback_model.model_fields), anonymous_ok=False
+        )
         _check_feedback(p, item)
         p.log_feedback(item)
         return JSONResponse({"request_id": item.request_id, "accepted": True}, status_code=202)

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from ray import serve
 
+from raylane.monitoring.analysis import AUTHENTICATED
 from raylane.serving.api import ApiError, ApiKeyCheck, build_api
 from raylane.serving.ids import RequestIds
 
@@ -107,7 +108,7 @@ class Predictor:
         self.feature_names = list(self.schemas.feature_dtypes)
         self.online = FeatureRepo(cfg).online()
         self.registry = Registry(cfg)
-        self.auth = ApiKeyCheck(api_key_sha256)
+        self.auth = ApiKeyCheck(api_key_sha256, allow_anonymous=cfg.serve.auth.allow_anonymous)
         self.request_ids = RequestIds(request_id_secret)
         self.failures = Counter(
             "raylane_scoring_failures_total", "Entities the model could not score, by reason.", tag_keys=("reason",)
@@ -266,10 +267,19 @@ class Predictor:
             "rows_rejected": sum(w.rejected for w in writers.values()),
         }
 
-    def log_predictions(self, request_id: str, model: LoadedModel, rows: list[Any], scored: list[Scored]) -> None:
-        if self.profiles is not None:  # the monitor's profile: features and a numeric prediction
+    def log_predictions(
+        self, request_id: str, model: LoadedModel, rows: list[Any], scored: list[Scored], *, authenticated: bool
+    ) -> None:
+        if self.profiles is not None:  # the monitor's profile: features, a numeric prediction, the caller
             due = self.profiles.add(
-                [{**s.features, "prediction": s.prediction if s.class_index is None else s.class_index} for s in scored]
+                [
+                    {
+                        **s.features,
+                        "prediction": s.prediction if s.class_index is None else s.class_index,
+                        AUTHENTICATED: int(authenticated),
+                    }
+                    for s in scored
+                ]
             )
             if due:
                 self._flush_due.set()
