@@ -155,7 +155,7 @@ def test_a_batch_run_is_a_monitor_window_and_a_drifted_batch_shows_its_drift(
     assert window is not None and window.source == "batch" and window.rows == len(keys)
     assert window.batch is not None and window.batch["run_id"] == report.run_id
     assert "support_tickets_30d" in window.drifted_features
-    assert window.report["authenticated_share"] == 1.0  # a batch run is submitted with the cluster's token
+    assert window.authenticated_share == 1.0  # a batch run is submitted with the cluster's token
     monkeypatch.setenv("CHURN_DATA", str(cfg.data.sources[0].path.parent))
     monkeypatch.setenv("RAYLANE_STORAGE", str(cfg.storage_root))
     capsys.readouterr()
