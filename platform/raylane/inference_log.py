@@ -2,7 +2,9 @@
 
 Replicas buffer rows in memory and write them off the request path, one parquet file per flush
 (after ``serve.inference_log.flush_rows`` rows or ``flush_seconds``), under
-``<storage_root>/inference_log/{predictions,feedback}/date=YYYY-MM-DD/``. Files are written under
+``<storage_root>/inference_log/{predictions,feedback,shadow,failures}/date=YYYY-MM-DD/`` (``shadow``:
+the challenger's predictions on the requests the champion answered in a shadow rollout;
+``failures``: the entities a model version could not score, which a canary's guard counts). Files are written under
 a temporary name and renamed, so readers never see half a file. A row the schema cannot hold is
 quarantined under ``rejected/{predictions,feedback}/`` as JSON with the reason (`read_rejected`).
 A replica shutting down writes what it holds; a replica that crashes loses at most its last
@@ -62,6 +64,26 @@ def prediction_schema(cfg: ProjectConfig) -> pa.Schema:
     if cfg.model.task == "multiclass":
         fields.append(pa.field("probabilities", pa.list_(pa.float64())))
     return pa.schema(fields)
+
+
+def failure_schema(cfg: ProjectConfig) -> pa.Schema:
+    """An entity a model version could not score (``reason``: ``model_error`` or ``out_of_range``)."""
+    key = cfg.entity.join_key
+    key_dtype = cfg.data.source(cfg.features.views[0].source).columns[key].dtype
+    return pa.schema(
+        [
+            pa.field("ts", pa.timestamp("us", tz="UTC")),
+            pa.field("model_name", pa.string()),
+            pa.field("model_version", pa.string()),
+            pa.field(key, _arrow_type(key_dtype)),
+            pa.field("reason", pa.string()),
+        ]
+    )
+
+
+def read_failures(cfg: ProjectConfig) -> pd.DataFrame:
+    """Every logged scoring failure (`failure_schema`)."""
+    return _read(log_dir(cfg) / "failures", failure_schema(cfg))
 
 
 def feedback_schema(cfg: ProjectConfig) -> pa.Schema:
@@ -198,13 +220,14 @@ def read_feedback(cfg: ProjectConfig) -> pd.DataFrame:
     return _read(log_dir(cfg) / "feedback", feedback_schema(cfg))
 
 
-def read(cfg: ProjectConfig) -> pd.DataFrame:
-    """Every logged prediction with its latest feedback ``label`` (null when none came back).
+def read(cfg: ProjectConfig, kind: str = "predictions") -> pd.DataFrame:
+    """Every logged prediction (``kind``: served ``predictions``, or the challenger's ``shadow``
+    ones) with its latest feedback ``label`` (null when none came back).
 
     A label names its entity when its request scored several; a label without one applies to
     every entity of its request."""
     key = cfg.entity.join_key
-    preds = read_predictions(cfg)
+    preds = _read(log_dir(cfg) / kind, prediction_schema(cfg))
     fb = read_feedback(cfg).sort_values("ts").rename(columns={"ts": "label_ts"})
     keyed = fb[fb[key].notna()].drop_duplicates(["request_id", key], keep="last")
     keyed = keyed.astype({key: preds[key].dtype})  # nulls made it a float column

@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,26 @@ from raylane.bundle import ModelBundle
 from raylane.config import ProjectConfig
 from raylane.errors import RegistryError
 
-__all__ = ["GateDecision", "Registry", "RegistryError", "decide"]
+__all__ = ["GateDecision", "Registry", "RegistryError", "Rollout", "decide"]
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 _HISTORY = "champion_history"
+ROLLOUT_MODES = ("shadow", "canary")
+_ENDED = {"promote": "promoted", "abort": "aborted"}
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """A rollout in progress, as the challenger's version tags record it (the one source of truth:
+    replicas route by it, the monitor judges and moves it, a restart of either resumes from it)."""
+
+    mode: str  # shadow | canary
+    champion: str
+    challenger: str
+    step: int  # canary: the index into serve.rollout.steps
+    percent: float  # canary: the share of entities the challenger answers
+    since: datetime  # the rollout began
+    step_since: datetime  # this step began
 
 
 @dataclass(frozen=True)
@@ -42,6 +59,11 @@ class GateDecision:
     champion: float | None
     champion_version: str | None
     reason: str
+    held: bool = False  # passed, but kept as challenger for the shadow rollout
+
+    @property
+    def promoted(self) -> bool:
+        return self.passed and not self.held
 
 
 class Registry:
@@ -162,7 +184,12 @@ class Registry:
         )
 
     def gate_and_promote(
-        self, version: str, holdout: pd.DataFrame, challenger_metrics: dict[str, float] | None = None
+        self,
+        version: str,
+        holdout: pd.DataFrame,
+        challenger_metrics: dict[str, float] | None = None,
+        *,
+        rollout: bool = False,
     ) -> GateDecision:
         """The one promotion path: gate ``version`` on ``holdout``, record the decision, promote if it passed.
 
@@ -171,6 +198,10 @@ class Registry:
             holdout: The raw holdout frame (features and label) both models are scored on.
             challenger_metrics: The challenger's holdout metrics when already known (training has
                 them); evaluated from the version's own bundle when omitted.
+            rollout: Follow ``serve.rollout``: in ``shadow`` or ``canary`` mode a version that passes
+                beside a champion stays ``challenger`` and its rollout starts (`start_rollout`)
+                instead of being promoted.
+                Training's path; a promotion by hand passes False.
 
         Raises:
             Whatever evaluating or gating raised, after recording it as the version's gate error;
@@ -182,6 +213,17 @@ class Registry:
         except Exception as exc:  # the gate errored: record it, move nothing
             self.record(None, error=f"{type(exc).__name__}: {exc}", version=version)
             raise
+        mode = self.cfg.serve.rollout.mode
+        if decision.passed and rollout and mode in ROLLOUT_MODES and decision.champion is not None:
+            how = (
+                "the monitor judges it on live labels and promotes or aborts it"
+                if mode == "canary"
+                else "end it with `raylane rollout promote|abort CONFIG`"
+            )
+            decision = replace(decision, held=True, reason=f"{decision.reason}; held for the {mode} rollout: {how}")
+            self.record(decision)
+            self.start_rollout(version, mode)
+            return decision
         self.record(decision)
         if decision.passed:
             self.promote(version, decision.reason)
@@ -214,6 +256,89 @@ class Registry:
         history.append(str(version))
         self.client.set_registered_model_tag(self.name, _HISTORY, json.dumps(history))
         self.client.set_model_version_tag(self.name, version, "promoted", reason)
+
+    def rollout(self) -> tuple[str | None, str | None]:
+        """(champion, challenger) versions; the challenger is None when it is the champion or unset."""
+        aliases = self.aliases()
+        champion, challenger = aliases.get(CHAMPION), aliases.get(CHALLENGER)
+        return champion, None if challenger == champion else challenger
+
+    def current_rollout(self) -> Rollout | None:
+        """The rollout in progress (the challenger's ``rollout*`` tags), or None."""
+        champion, challenger = self.rollout()
+        if champion is None or challenger is None:
+            return None
+        tags = self.version(challenger).tags
+        if tags.get("rollout") not in ROLLOUT_MODES or "rollout.since" not in tags:
+            return None
+        since = datetime.fromisoformat(tags["rollout.since"])
+        return Rollout(
+            mode=tags["rollout"],
+            champion=champion,
+            challenger=challenger,
+            step=int(tags.get("rollout.step", "0")),
+            percent=float(tags.get("rollout.percent", "0")),
+            since=since,
+            step_since=datetime.fromisoformat(tags.get("rollout.step_since", tags["rollout.since"])),
+        )
+
+    def start_rollout(self, version: str, mode: str | None = None) -> Rollout:
+        """Put ``version`` beside the champion as ``challenger`` in ``mode`` (``serve.rollout.mode``
+        by default): shadowed, or answering the first canary step's share of entities."""
+        mode = mode or self.cfg.serve.rollout.mode
+        if mode not in ROLLOUT_MODES:
+            raise RegistryError(
+                f"serve.rollout.mode is {mode!r}: there is no rollout to start",
+                fix="set serve.rollout.mode to shadow or canary (or promote the version directly)",
+            )
+        champion = self.champion()
+        self.version(version)  # fail before tagging anything
+        if champion is None or str(champion.version) == str(version):
+            raise RegistryError(
+                f"version {version} cannot be rolled out: "
+                + ("there is no champion beside it" if champion is None else "it is the champion"),
+                fix="a rollout puts a new version beside the champion; `raylane registry list CONFIG` shows them",
+            )
+        at = datetime.now(UTC).isoformat(timespec="seconds")
+        previous = self.current_rollout()
+        if previous is not None and previous.challenger != str(version):  # a newer model replaces it
+            self._tag(previous.challenger, {"rollout.reason": f"superseded by v{version}", "rollout": "superseded"})
+        first = self.cfg.serve.rollout.steps[0] if mode == "canary" else 0.0
+        self._tag(version, {"rollout.step": "0", "rollout.percent": f"{first:g}", "rollout.since": at})
+        self._tag(version, {"rollout.step_since": at, "rollout": mode})
+        self.client.set_registered_model_alias(self.name, CHALLENGER, version)
+        started = self.current_rollout()
+        assert started is not None
+        return started
+
+    def advance_rollout(self, rollout: Rollout, step: int) -> None:
+        """Take the canary to ``step`` (its percent from ``serve.rollout.steps``)."""
+        percent = self.cfg.serve.rollout.steps[step]
+        at = datetime.now(UTC).isoformat(timespec="seconds")
+        self._tag(rollout.challenger, {"rollout.step_since": at, "rollout.percent": f"{percent:g}"})
+        self._tag(rollout.challenger, {"rollout.step": str(step)})
+
+    def end_rollout(self, action: str, reason: str) -> Rollout:
+        """``promote`` the challenger (``champion`` moves; the old one is the rollback target) or
+        ``abort`` (it stays ``challenger``, tagged aborted: all traffic to the champion), with the
+        reason recorded on its version. Returns the rollout as it was."""
+        rollout = self.current_rollout()
+        if rollout is None:
+            champion, challenger = self.rollout()
+            raise RegistryError(
+                f"registered model {self.name!r} has no rollout to {action}: the challenger is"
+                + (f" v{challenger}, not in a rollout" if challenger else " the champion" if champion else " not set"),
+                fix="`raylane rollout start CONFIG VERSION`, or train with serve.rollout.mode shadow or canary",
+            )
+        if action == "promote":
+            self.promote(rollout.challenger, f"rollout ({rollout.mode}) promoted: {reason}")
+        at = datetime.now(UTC).isoformat(timespec="seconds")
+        self._tag(rollout.challenger, {"rollout.reason": reason, "rollout.ended_at": at, "rollout": _ENDED[action]})
+        return rollout
+
+    def _tag(self, version: str, tags: dict[str, str]) -> None:
+        for k, value in tags.items():
+            self.client.set_model_version_tag(self.name, version, k, value)
 
     def rollback(self) -> tuple[str, str]:
         """Move ``champion`` back to the previous champion; returns (from, to) versions."""

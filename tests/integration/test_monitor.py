@@ -99,12 +99,11 @@ def monitor_of(project: Project) -> Iterator[Callable[..., Monitor]]:
     """A fresh monitor (empty state) in this process, with config overrides."""
     made: list[Monitor] = []
 
-    def make(*, auth: dict[str, Any] | None = None, **monitor: Any) -> Monitor:
+    def make(*, serve: dict[str, Any] | None = None, **monitor: Any) -> Monitor:
         shutil.rmtree(monitor_dir(project.cfg), ignore_errors=True)
         data = project.cfg.model_dump(mode="json")
         data["monitor"] = {**data["monitor"], **monitor}
-        if auth is not None:
-            data["serve"]["auth"] = {**data["serve"]["auth"], **auth}
+        data["serve"] = {**data["serve"], **(serve or {})}
         m = Monitor(data)
         made.append(m)
         return m
@@ -329,7 +328,8 @@ def test_drift_in_anonymous_traffic_is_recorded_and_skipped(
 
     cfg = project.cfg
     triggers = {"drifted_features": 3, "min_authenticated_share": 0.5}
-    monitor = monitor_of(auth={"api_key_env": "RAYLANE_UNUSED_KEY", "allow_anonymous": True}, triggers=triggers)
+    auth = {"api_key_env": "RAYLANE_UNUSED_KEY", "allow_anonymous": True}
+    monitor = monitor_of(serve={"auth": auth}, triggers=triggers)
     drifted = _traffic(cfg, project.drifted, WINDOW, seed=41)
     keyed = drifted.iloc[: WINDOW // 5].assign(**{AUTHENTICATED: 1})
     anonymous = drifted.iloc[WINDOW // 5 :].assign(**{AUTHENTICATED: 0})
@@ -343,6 +343,53 @@ def test_drift_in_anonymous_traffic_is_recorded_and_skipped(
     assert monitor.status()["in_flight"] is None
     page = Path(window["html"]).read_text()
     assert "(20% with the API key)" in page
+
+
+def test_a_shadow_window_judges_both_models_on_the_same_labelled_requests(
+    project: Project, monitor_of: Callable[..., Monitor]
+) -> None:
+    """serve.rollout.mode: shadow. The window's live metric is the champion's on its served
+    predictions, and beside it the challenger's on its shadow predictions of the same requests,
+    both joined with the same /feedback labels (here: the champion right, the challenger wrong)."""
+    from datetime import UTC, datetime
+
+    from raylane.inference_log import LogWriter, feedback_schema, log_dir, prediction_schema
+
+    cfg = project.cfg
+    shutil.rmtree(log_dir(cfg), ignore_errors=True)
+    off = {"drifted_features": None, "live_metric_below": None, "every": None}
+    monitor = monitor_of(serve={"rollout": {"mode": "shadow"}}, triggers=off)
+    champion = str(Registry(cfg).champion().version)
+    traffic = _traffic(cfg, project.normal, WINDOW, seed=51)
+    _send(monitor, traffic.iloc[:100], "shadow-a")  # the window opens
+    writers = {
+        kind: LogWriter(log_dir(cfg), kind, schema, 10**6, "test")
+        for kind, schema in (
+            ("predictions", prediction_schema(cfg)),
+            ("shadow", prediction_schema(cfg)),
+            ("feedback", feedback_schema(cfg)),
+        )
+    }
+    at, middle = datetime.now(UTC), float(traffic["prediction"].median())
+    for i, row in enumerate(traffic.to_dict("records")):
+        base = {"request_id": f"{i:032x}", "ts": at, "model_name": cfg.model_name, "customer_id": i}
+        features = {f: row[f] for f in cfg.feature_dtypes()}
+        label = int(row["prediction"] > middle)  # the champion ranks every case right
+        writers["predictions"].append(
+            [{**base, **features, "model_version": champion, "prediction": row["prediction"]}]
+        )
+        writers["shadow"].append([{**base, **features, "model_version": "99", "prediction": 1 - row["prediction"]}])
+        writers["feedback"].append([{"request_id": base["request_id"], "ts": at, "customer_id": i, "label": label}])
+    for w in writers.values():
+        assert w.flush() == WINDOW
+    _send(monitor, traffic.iloc[100:], "shadow-b")  # the window closes
+    (window,) = read_windows(cfg)
+    live, challenger = window["live"], window["challenger"]
+    assert live["version"] == champion and live["labelled"] == WINDOW and live["value"] == 1.0
+    assert challenger["version"] == "99" and challenger["labelled"] == WINDOW and challenger["value"] == 0.0
+    page = Path(window["html"]).read_text()
+    assert f"champion <code>v{champion}</code>: roc_auc 1" in page and "challenger <code>v99</code> (shadow" in page
+    shutil.rmtree(log_dir(cfg), ignore_errors=True)
 
 
 def test_closed_loop_drift_retrain_promote(project: Project) -> None:

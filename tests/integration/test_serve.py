@@ -62,6 +62,13 @@ def served(ray_runtime: object, tmp_path_factory: pytest.TempPathFactory) -> Ite
             "serve.autoscaling.downscale_delay_s=4",
             "serve.autoscaling.look_back_period_s=5",
             "serve.model_poll_s=0.5",
+            # nothing to shadow while challenger is the champion; the rollout tests register one
+            "serve.rollout.mode=shadow",
+            "serve.rollout.steps=[10, 50]",
+            "serve.rollout.min_predictions=30",
+            "serve.rollout.min_labels=30",
+            "serve.rollout.margin=0.05",
+            "serve.rollout.resamples=200",
             "serve.inference_log.flush_seconds=0.5",
             "monitor.flush_seconds=0.5",
             "monitor.flush_rows=50",
@@ -344,6 +351,266 @@ def test_metadata_and_openapi(served: Served) -> None:
     entity = body["oneOf"][0]
     assert entity["required"] == ["customer_id"] and "tenure_months" in entity["properties"]
     assert httpx.get(served.url + "/docs").status_code == 200
+
+
+def _register_variant(cfg: ProjectConfig, scale: float) -> str:
+    """A new version that predicts differently (the champion's weights scaled), logged as a model
+    of its own and registered as challenger, not promoted."""
+    import mlflow
+    import torch
+
+    from raylane.training.tracking import ensure_experiment, log_model
+
+    reg = Registry(cfg)
+    champion = reg.champion()
+    bundle = reg.load_bundle(str(champion.version))
+    with torch.no_grad():
+        for weight in bundle.model.parameters():
+            weight.mul_(scale)
+    ensure_experiment(cfg)
+    with mlflow.start_run(run_name="shadow-variant") as run:
+        uri = log_model(bundle, FeatureRepo(cfg).training_set(), bundle.features, cfg.feature_specs())
+    return reg.register(uri, run.info.run_id, {**champion.tags, "parent_version": str(champion.version)})
+
+
+def _rollout(served: Served) -> dict[str, Any]:
+    return dict(httpx.get(served.url + "/metadata", timeout=30).json()["rollout"])
+
+
+def _wait_for(predicate: Any, timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if isinstance(value, pd.DataFrame) or value:  # a frame is returned once it is the one waited for
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def test_shadow_rollout_answers_with_the_champion_and_logs_the_challenger(
+    served: Served, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serve.rollout.mode: shadow. The challenger scores every answered request's features off the
+    response path; answers are the champion's alone; the shadow log holds the challenger's own
+    predictions under the same request ids. A challenger that passes the gate is held, not promoted."""
+    cfg = served.cfg
+    reg = Registry(cfg)
+    champion = str(reg.champion().version)
+    assert _rollout(served)["active"] is None  # challenger == champion: nothing to shadow
+    challenger = _register_variant(cfg, 0.5)
+    assert reg.start_rollout(challenger, "shadow").percent == 0
+    # every replica follows the registry (both must shadow before the requests count)
+    _wait_for(
+        lambda: all((_rollout(served)["active"] or {}).get("challenger") == challenger for _ in range(6)),
+        60,
+        "the replicas to shadow the challenger",
+    )
+    assert _rollout(served)["active"]["mode"] == "shadow"
+    keys = served.keys[:20]
+    answers = [served.post(json={"customer_id": k}).json() for k in keys]
+    assert {a["model"]["version"] for a in answers} == {champion}
+    served_pred = np.array([a["predictions"][0]["prediction"] for a in answers])
+    np.testing.assert_allclose(served_pred, _offline(cfg, champion, keys), rtol=1e-5, atol=1e-6)
+    ids = [a["request_id"] for a in answers]
+    shadow = _wait_for(
+        lambda: (log := read_log(cfg, "shadow"))[log["request_id"].isin(ids)].pipe(
+            lambda f: f if len(f) == 20 else None
+        ),
+        30,
+        "the challenger's predictions in the shadow log",
+    )
+    assert set(shadow["model_version"]) == {challenger}
+    shadow = shadow.set_index("request_id").loc[ids]
+    assert shadow["customer_id"].tolist() == keys
+    own = _offline(cfg, challenger, keys)
+    np.testing.assert_allclose(shadow["prediction"].to_numpy(), own, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(own, served_pred, atol=1e-3)  # a different model, really compared
+    served_log = read_log(cfg)
+    assert set(served_log[served_log["request_id"].isin(ids)]["model_version"]) == {champion}
+    # the gate in shadow mode: a challenger that passes stays challenger, with the way out in its reason
+    holdout = FeatureRepo(cfg).training_set().to_pandas()
+    perfect = {"roc_auc": 1.0, "accuracy": 1.0, "log_loss": 0.0}  # beats any champion
+    decision = reg.gate_and_promote(challenger, holdout, perfect, rollout=True)
+    assert decision.passed and decision.held and not decision.promoted
+    assert "held for the shadow rollout: end it with `raylane rollout promote|abort CONFIG`" in decision.reason
+    assert str(reg.champion().version) == champion and reg.aliases()["challenger"] == challenger
+    assert reg.version(challenger).tags["rollout"] == "shadow"
+    # `raylane rollout status|abort`: challenger back on the champion, shadowing stops
+    from raylane.cli import main
+
+    monkeypatch.setenv("CHURN_DATA", str(cfg.data.sources[0].path.parent))
+    monkeypatch.setenv("RAYLANE_STORAGE", str(cfg.storage_root))
+    args = [str(example_config_path()), "--set", "serve.rollout.mode=shadow"]
+    capsys.readouterr()
+    assert main(["rollout", "status", *args]) == 0
+    assert f"shadow rollout of v{challenger} beside champion v{champion}" in capsys.readouterr().out
+    assert main(["rollout", "abort", *args, "--reason", "test over"]) == 0
+    assert f"rollout of version {challenger} aborted; champion stays version {champion}" in capsys.readouterr().out
+    assert reg.current_rollout() is None and reg.version(challenger).tags["rollout"] == "aborted"
+    assert reg.rollout() == (champion, challenger)  # it keeps its alias
+    _wait_for(lambda: _rollout(served)["active"] is None, 30, "shadowing to stop")
+    assert main(["rollout", "abort", *args, "--reason", "again"]) == 2  # nothing left to abort
+    assert "no rollout to abort" in capsys.readouterr().err
+
+
+def _entities(cfg: ProjectConfig, n: int, first_key: int) -> list[dict[str, Any]]:
+    """``n`` request bodies for new entities (keys from ``first_key``), each with every feature
+    given (so none needs the online store), drawn from the training set's rows."""
+    names = cfg.feature_dtypes()
+    rows = FeatureRepo(cfg).training_set().to_pandas()[list(names)].dropna()
+    picked = rows.sample(n, replace=len(rows) < n, random_state=first_key).to_dict("records")
+    cast = {"int64": int, "float64": float, "bool": bool, "string": str}
+    return [
+        {"customer_id": first_key + i, **{f: cast[names[f]](v) for f, v in r.items()}} for i, r in enumerate(picked)
+    ]
+
+
+def _labels_ranked_by(cfg: ProjectConfig, version: str, bodies: list[dict[str, Any]]) -> dict[int, int]:
+    """Labels that ``version`` ranks perfectly: 1 where its prediction is above its median."""
+    frame = pd.DataFrame([{f: b[f] for f in cfg.feature_dtypes()} for b in bodies], dtype=object)
+    pred = Registry(cfg).load_bundle(version).predict(frame)
+    return {b["customer_id"]: int(p > np.median(pred)) for b, p in zip(bodies, pred, strict=True)}
+
+
+def _send(served: Served, bodies: list[dict[str, Any]], labels: dict[int, int] | None = None) -> list[dict[str, Any]]:
+    """POST each body (8 at a time); with ``labels``, each answer's label to /feedback. Every
+    request must succeed; returns the answers in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with httpx.Client(headers={"X-API-Key": KEY}, timeout=60) as client, ThreadPoolExecutor(8) as pool:
+
+        def one(body: dict[str, Any]) -> dict[str, Any]:
+            r = client.post(served.url + "/predict", json=body)
+            assert r.status_code == 200, r.text
+            answer = dict(r.json())
+            if labels is not None:
+                fb = {"request_id": answer["request_id"], "label": labels[body["customer_id"]]}
+                assert client.post(served.url + "/feedback", json=fb).status_code == 202
+            return answer
+
+        return list(pool.map(one, bodies))
+
+
+def _rollout_decisions(cfg: ProjectConfig, version: str) -> list[dict[str, Any]]:
+    from raylane.monitoring import read_decisions
+
+    return [d for d in read_decisions(cfg) if d.get("action") == "rollout" and d.get("version") == version]
+
+
+def test_canary_split_is_on_target_and_sticky_and_an_abort_returns_all_traffic_fast(
+    served: Served, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serve.rollout.mode: canary at its first step (10 %): over 2,000 requests (1,000 entities,
+    each twice) the challenger answers 10 ± 3 % of them, always the same entities, each answer
+    names its one version; no labels come back, so the monitor waits. `raylane rollout abort`
+    returns all traffic to the champion within serve.model_poll_s + 5 s."""
+    from raylane.cli import main
+    from raylane.serving.rollout import bucket
+
+    cfg = served.cfg
+    reg = Registry(cfg)
+    champion = str(reg.champion().version)
+    challenger = _register_variant(cfg, -1.0)
+    assert reg.start_rollout(challenger, "canary").percent == 10
+    _wait_for(
+        lambda: all((_rollout(served)["active"] or {}).get("challenger") == challenger for _ in range(6)),
+        60,
+        "the replicas to follow the canary",
+    )
+    bodies = _entities(cfg, 1000, 500_000)
+    answers = _send(served, bodies + bodies)  # 2,000 requests: each entity twice
+    versions = [a["model"]["version"] for a in answers]
+    assert set(versions) == {champion, challenger}
+    share = versions.count(challenger) / len(versions) * 100
+    print(f"canary split at 10 %: {share:.1f} % of {len(versions)} requests")
+    assert abs(share - 10) <= 3
+    assert versions[:1000] == versions[1000:]  # sticky: each entity saw one model
+    assert all((v == challenger) == (bucket(b["customer_id"]) < 10) for v, b in zip(versions, bodies, strict=False))
+    assert all(
+        a["model"]["alias"] == ("challenger" if a["model"]["version"] == challenger else "champion") for a in answers
+    )
+    assert reg.current_rollout().step == 0 and not _rollout_decisions(cfg, challenger)  # no labels: no verdict
+    in_canary = [b for b in bodies if bucket(b["customer_id"]) < 10][:20]
+    monkeypatch.setenv("CHURN_DATA", str(cfg.data.sources[0].path.parent))
+    monkeypatch.setenv("RAYLANE_STORAGE", str(cfg.storage_root))
+    args = [str(example_config_path()), "--set", "serve.rollout.mode=canary", "--set", "serve.rollout.steps=[10,50]"]
+    capsys.readouterr()
+    assert main(["rollout", "status", *args]) == 0
+    assert f"canary rollout of v{challenger} beside champion v{champion} at step 1 of 2 (10%, 50%)" in (
+        capsys.readouterr().out
+    )
+    assert main(["rollout", "abort", *args, "--reason", "split measured"]) == 0
+    aborted = time.monotonic()
+    back = _wait_for(
+        lambda: time.monotonic() if {a["model"]["version"] for a in _send(served, in_canary)} == {champion} else None,
+        30,
+        "every canary entity back on the champion",
+    )
+    print(f"abort: all traffic on the champion {back - aborted:.1f} s after `raylane rollout abort`")
+    assert back - aborted <= cfg.serve.model_poll_s + 5
+    assert str(reg.champion().version) == champion and reg.version(challenger).tags["rollout"] == "aborted"
+
+
+def test_canary_of_a_worse_challenger_is_aborted_at_its_first_step(served: Served) -> None:
+    """The labels that come back are ranked right by the champion and not by the challenger: the
+    monitor aborts the canary at its first step, with its evidence; the champion never moved and
+    every request succeeded (during the rollout and after the abort)."""
+    cfg = served.cfg
+    reg = Registry(cfg)
+    champion = str(reg.champion().version)
+    worse = _register_variant(cfg, -1.0)
+    reg.start_rollout(worse, "canary")
+    _wait_for(lambda: (_rollout(served)["active"] or {}).get("challenger") == worse, 60, "the canary")
+    bodies = _entities(cfg, 600, 600_000)
+    labels = _labels_ranked_by(cfg, champion, bodies)
+    answers = _send(served, bodies, labels)
+    assert {a["model"]["version"] for a in answers} == {champion, worse}
+    (decision,) = _wait_for(lambda: _rollout_decisions(cfg, worse), 90, "the monitor's verdict")
+    assert decision["verdict"] == "abort" and "worse than the champion" in decision["reasons"][0]
+    e = decision["evidence"]
+    assert e["step"] == 0 and e["labelled"]["challenger"] >= 30 and e["interval"][1] < -0.05
+    assert e["values"]["champion"] > e["values"]["challenger"]
+    assert str(reg.champion().version) == champion and reg.current_rollout() is None
+    assert reg.version(worse).tags["rollout"] == "aborted"
+    _wait_for(lambda: _rollout(served)["active"] is None, 30, "the replicas to drop the canary")
+    assert {a["model"]["version"] for a in _send(served, bodies[:100])} == {champion}
+
+
+def test_canary_of_a_better_challenger_is_promoted_after_its_steps_across_a_monitor_restart(
+    served: Served,
+) -> None:
+    """The labels are ranked right by the challenger: the monitor advances it to 50 %, is killed
+    there (Ray restarts it), continues from the recorded step, and promotes it; one decision per
+    step, every answer from exactly one version, no request failed."""
+    import ray
+
+    from raylane.monitoring import monitor_handle
+
+    cfg = served.cfg
+    reg = Registry(cfg)
+    champion = str(reg.champion().version)
+    better = _register_variant(cfg, -1.0)
+    reg.start_rollout(better, "canary")
+    _wait_for(lambda: (_rollout(served)["active"] or {}).get("challenger") == better, 60, "the canary")
+    bodies = _entities(cfg, 600, 700_000)
+    labels = _labels_ranked_by(cfg, better, bodies)
+    first = _send(served, bodies, labels)
+    (advanced,) = _wait_for(lambda: _rollout_decisions(cfg, better), 90, "the first step's verdict")
+    assert advanced["verdict"] == "advance" and advanced["evidence"]["step"] == 0
+    assert reg.current_rollout().step == 1 and reg.current_rollout().percent == 50
+    ray.kill(monitor_handle(cfg), no_restart=False)  # mid-rollout: Ray restarts it
+    _wait_for(lambda: (_rollout(served)["active"] or {}).get("percent") == 50, 30, "the replicas at 50 %")
+    second = _send(served, bodies[:200], labels)
+    decisions = _wait_for(lambda: d if len(d := _rollout_decisions(cfg, better)) == 2 else None, 120, "promotion")
+    assert [d["verdict"] for d in decisions] == ["advance", "promote"] and decisions[1]["evidence"]["step"] == 1
+    assert str(reg.champion().version) == better and reg.version(better).tags["rollout"] == "promoted"
+    assert reg._history()[-2:] == [champion, better]  # the old champion is the rollback target
+    for a in first + second:
+        assert a["model"]["version"] in (champion, better) and len(a["predictions"]) == 1
+    share = sum(a["model"]["version"] == better for a in second) / len(second)
+    assert 0.35 <= share <= 0.65  # about half at the second step
+    _wait_for(lambda: _rollout(served)["active"] is None, 30, "the replicas to end the rollout")
+    assert {a["model"]["version"] for a in _send(served, bodies[:50])} == {better}
 
 
 def test_predictions_and_feedback_land_in_the_inference_log(served: Served) -> None:

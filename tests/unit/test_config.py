@@ -294,3 +294,12 @@ def test_a_share_of_authenticated_traffic_needs_an_api_key(tmp_path: Path) -> No
         load_config(example_config_path(), ["monitor.triggers.min_authenticated_share=1.5"], env=env)
     cfg = load_config(example_config_path(), [share, "serve.auth.api_key_env=KEY"], env=env)
     assert cfg.monitor.triggers.min_authenticated_share == 0.9
+
+
+def test_a_shadow_rollout_needs_the_inference_log(tmp_path: Path) -> None:
+    env = {"CHURN_DATA": str(tmp_path), "RAYLANE_STORAGE": str(tmp_path / "s")}
+    with pytest.raises(ConfigError, match=r"serve\.inference_log\.enabled is false"):
+        load_config(example_config_path(), ["serve.rollout.mode=shadow", "serve.inference_log.enabled=false"], env=env)
+    with pytest.raises(ConfigError, match=r"serve\.rollout\.mode"):
+        load_config(example_config_path(), ["serve.rollout.mode=canary-ish"], env=env)
+    assert load_config(example_config_path(), env=env).serve.rollout.mode == "immediate"

@@ -81,7 +81,8 @@ def test_raylanes_report_escapes_what_it_shows() -> None:
         "drift": [{"column": PAYLOAD, "algorithm": PAYLOAD, "statistic": 0.1, "pvalue": 0.5, "drifted": True}],
         "drifted_features": [PAYLOAD],
         "quality": [{"name": PAYLOAD, "passed": False}],
-        "live": {"metric": PAYLOAD, "value": 0.5, "labelled": 3},
+        "live": {"metric": PAYLOAD, "value": 0.5, "labelled": 3, "version": PAYLOAD},
+        "challenger": {"metric": PAYLOAD, "value": 0.4, "labelled": 3, "version": PAYLOAD},
         "decision": {"action": PAYLOAD, "reasons": [PAYLOAD], "why": PAYLOAD},
     }
     page = _parsed(render_html(report))
@@ -123,7 +124,8 @@ def test_no_value_from_traffic_runs_as_script_in_a_browser(tmp_path: Path) -> No
                 "drift": [{"column": MARKING, "algorithm": "ks", "statistic": 0.1, "pvalue": 0.5, "drifted": True}],
                 "drifted_features": [MARKING],
                 "quality": [{"name": MARKING, "passed": False}],
-                "live": {"metric": MARKING, "value": 0.5, "labelled": 3},
+                "live": {"metric": MARKING, "value": 0.5, "labelled": 3, "version": MARKING},
+                "challenger": {"metric": MARKING, "value": 0.4, "labelled": 3, "version": MARKING},
                 "decision": {"action": MARKING, "reasons": [MARKING], "why": MARKING},
             }
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from raylane.serving.app import Failed, Scored, _failure, _non_finite, isolated
+from raylane.serving.scoring import Failed, Scored, failure, isolated, non_finite
 
 
 def _scorer(bad: set[int], calls: list[list[int]]) -> Any:
@@ -34,19 +34,19 @@ def test_a_good_batch_is_one_call() -> None:
 
 def test_a_non_finite_prediction_names_the_fields_or_blames_the_model() -> None:
     dtypes = {"plan": "string", "tenure_months": "int64", "monthly_charges": "float64"}
-    named = _non_finite(["monthly_charges"], {"monthly_charges": 3e38, "plan": "x"}, dtypes)
+    named = non_finite(["monthly_charges"], {"monthly_charges": 3e38, "plan": "x"}, dtypes)
     assert named.status == 422 and named.fields == ("monthly_charges",) and named.reason == "out_of_range"
-    given = _non_finite([], {"tenure_months": 10**18, "plan": "x"}, dtypes)
+    given = non_finite([], {"tenure_months": 10**18, "plan": "x"}, dtypes)
     assert given.status == 422 and given.fields == ("tenure_months",)
-    assert _non_finite([], {"plan": "x"}, dtypes).status == 500  # nothing the client sent: the model's fault
+    assert non_finite([], {"plan": "x"}, dtypes).status == 500  # nothing the client sent: the model's fault
 
 
 def test_a_request_is_answered_by_its_own_failures() -> None:
     bad = Failed(422, "out of range", ("monthly_charges",), reason="out_of_range")
-    err = _failure([(1, bad)], many=True)
+    err = failure([(1, bad)], many=True)
     assert err.status == 422 and err.errors == [{"field": "entities[1].monthly_charges", "problem": "out of range"}]
     assert "entities[1].monthly_charges" in err.message
-    one = _failure([(0, bad)], many=False)
+    one = failure([(0, bad)], many=False)
     assert one.errors[0]["field"] == "monthly_charges"
-    mixed = _failure([(0, bad), (2, Failed(500, "the model could not score this entity (X)"))], many=True)
+    mixed = failure([(0, bad), (2, Failed(500, "the model could not score this entity (X)"))], many=True)
     assert mixed.status == 500 and "the model failed" in mixed.message

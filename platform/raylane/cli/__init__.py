@@ -1,7 +1,7 @@
 """The ``raylane`` command line. Thin: parse arguments, load the config, call a stage, print.
 
 The root app lives here with the error handling every command shares; each command group has its own
-module (`config`, `features`, `train` for train/sweep/registry/lineage, `serve`, `monitor` for monitor
+module (`config`, `features`, `train` for train/sweep/registry/lineage, `serve`, `rollout`, `monitor` for monitor
 and retrain, `jobs` for job and cluster, `run` for run and demo) over the shared options and output
 helpers in `_common`. Commands and groups are registered here, in the order ``--help`` lists them.
 
@@ -26,6 +26,7 @@ from raylane.cli.features import features_app
 from raylane.cli.jobs import cluster_app, job_app
 from raylane.cli.monitor import monitor_app, retrain_cmd
 from raylane.cli.predict import predict_cmd
+from raylane.cli.rollout import rollout_app
 from raylane.cli.run import demo_app, run_cmd
 from raylane.cli.serve import serve_app
 from raylane.cli.train import lineage_cmd, registry_app, sweep_cmd, train_cmd
@@ -55,6 +56,7 @@ app.add_typer(features_app, name="features")
 app.add_typer(demo_app, name="demo")
 app.add_typer(registry_app, name="registry")
 app.add_typer(serve_app, name="serve")
+app.add_typer(rollout_app, name="rollout")
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(job_app, name="job")
 app.add_typer(cluster_app, name="cluster")

@@ -148,9 +148,12 @@ def monitor_report(
     for q in w.quality:
         if not q.passed:
             out.print(f"[yellow]quality check failed:[/] {escape(q.name)}", soft_wrap=True)
-    if live := w.live:
-        value = "—" if live.value is None else f"{live.value:.4f}"
-        out.print(f"live {live.metric}: {value} on {live.labelled} labelled predictions")
+    theirs = f"challenger ({w.challenger.source or 'shadow'})" if w.challenger else "challenger"
+    for who, live in (("champion", w.live), (theirs, w.challenger)):
+        if live is not None:
+            value = "—" if live.value is None else f"{live.value:.4f}"
+            version = f" v{live.version}" if live.version else ""
+            out.print(f"live {live.metric} of the {who}{version}: {value} on {live.labelled} labelled predictions")
     out.print(f"decision: {escape(w.decision.text())}", soft_wrap=True)
     if w.html:
         out.print(f"HTML report: {w.html}", soft_wrap=True)

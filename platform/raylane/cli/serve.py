@@ -72,6 +72,11 @@ def serve_status(config: ConfigArg, set_: SetOpt = None) -> None:
     meta = info.metadata
     m = meta["model"]
     out.print(f"[green]✓[/] {info.url} answers: {m['name']} version {m['version']} (@{m['alias']})", soft_wrap=True)
+    if active := (meta.get("rollout") or {}).get("active"):
+        split = (
+            f" answering {active['percent']:g}% of entities (step {active['step'] + 1})" if "percent" in active else ""
+        )
+        out.print(f"  rollout: {active['mode']} of version {active['challenger']}{split}, since {active['since']}")
     lineage = meta.get("lineage", {})
     out.print(
         f"  run {m['run_id']}, git {lineage.get('git_sha', '?')[:12]}, data {lineage.get('data_hash', '?')},"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 from typing import Literal
 
@@ -111,6 +112,74 @@ class ProxyHealthConfig(StrictModel):
         }
 
 
+class RolloutConfig(StrictModel):
+    """How a challenger that passed the gate reaches traffic; see docs/rollouts.md."""
+
+    mode: Literal["immediate", "shadow", "canary"] = Field(
+        "immediate",
+        description="`immediate`: the gate promotes it, it takes all traffic at once. `shadow`: a challenger"
+        " that passes the gate beside a champion stays `challenger`; every request is answered by the"
+        " champion while each replica also scores the challenger on the same features, off the response"
+        " path, into the inference log's `shadow` folder; window reports show both live metrics; end it"
+        " with `raylane rollout promote|abort CONFIG`. `canary`: the challenger answers a stable share of"
+        " entities (hashed by entity key), stepping through `steps`; the monitor judges each step on the"
+        " labelled predictions of both versions and advances, promotes or aborts.",
+    )
+    max_pending: int = Field(
+        1000,
+        ge=1,
+        description="Shadow: requests a replica may hold for the challenger; beyond, a request is not"
+        " shadowed (counted in raylane_shadow_dropped_total), so the challenger never slows serving.",
+    )
+    steps: list[float] = Field(
+        default_factory=lambda: [5.0, 25.0, 50.0],
+        min_length=1,
+        description="Canary: the percent of entities the challenger answers at each step, increasing; after"
+        " the last step's evidence holds, it is promoted.",
+    )
+    min_predictions: int = Field(
+        500, ge=1, description="Canary: predictions the challenger must make at a step before it is judged."
+    )
+    min_labels: int = Field(
+        200,
+        ge=2,
+        description="Canary: labelled predictions each version needs (since the rollout began) to be judged.",
+    )
+    max_step_s: Duration = Field(
+        timedelta(days=1),
+        description="Canary: a step that has not reached a verdict by then (too little evidence, or an"
+        " interval that stays across the margin) is aborted. A duration (`90s`, `6h`, `1d`) or seconds.",
+    )
+    margin: float = Field(
+        0.0,
+        ge=0,
+        description="Canary: how much worse than the champion (in the metric's units) the challenger may be."
+        " A step advances when the whole interval of (challenger − champion) is above −margin, aborts when"
+        " it is all below.",
+    )
+    confidence: float = Field(
+        0.95, gt=0.5, lt=1, description="Canary: the two-sided confidence of the bootstrap interval."
+    )
+    resamples: int = Field(1000, ge=100, description="Canary: bootstrap resamples per judgement.")
+    max_error_rate: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Canary guard: abort when the share of the challenger's entities it failed to score"
+        " with a model error (a 5xx of its own; the inference log's `failures` folder) exceeds this.",
+    )
+    seed: int = Field(0, description="Canary: the bootstrap's random seed (judgements are reproducible).")
+
+    @model_validator(mode="after")
+    def _steps_increase(self) -> RolloutConfig:
+        steps = self.steps
+        if any(not 0 < s <= 100 for s in steps) or any(a >= b for a, b in itertools.pairwise(steps)):
+            raise ValueError(
+                f"serve.rollout.steps must be increasing percents in (0, 100], e.g. [5, 25, 50]; got {steps}"
+            )
+        return self
+
+
 class ServeConfig(StrictModel):
     """Ray Serve application."""
 
@@ -140,6 +209,9 @@ class ServeConfig(StrictModel):
     proxy_health: ProxyHealthConfig = Field(
         default_factory=ProxyHealthConfig, description="Health checks of Serve's HTTP proxies, and restarts."
     )
+    rollout: RolloutConfig = Field(
+        default_factory=RolloutConfig, description="How a new champion reaches traffic (at once, or shadowed first)."
+    )
 
     @property
     def loopback(self) -> bool:
@@ -156,6 +228,15 @@ class ServeConfig(StrictModel):
             f"serve.host is {self.host!r}: the service listens on every network interface of this machine,"
             f" {how}; bind it to one address (or 127.0.0.1 behind a proxy) unless that is what you want"
         )
+
+    @model_validator(mode="after")
+    def _shadow_needs_the_log(self) -> ServeConfig:
+        if self.rollout.mode != "immediate" and not self.inference_log.enabled:
+            raise ValueError(
+                f"serve.rollout.mode is {self.rollout.mode}, but serve.inference_log.enabled is false: the"
+                " rollout is judged on the inference log's predictions; enable it (or use mode: immediate)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _auth_beyond_loopback(self) -> ServeConfig:

@@ -22,6 +22,7 @@ import logging
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 TICK_S = 1.0
 JOB_POLL_S = 5.0
+REJUDGE_S = 60.0  # a canary with no new evidence is judged again this often (its max_step_s clock)
 
 
 class Monitor:
@@ -55,6 +57,9 @@ class Monitor:
         self._lock = threading.RLock()
         self._jobs = RetrainJobs()
         self._metrics = MonitorMetrics(cfg.project)
+        self._registry_of: Any = None
+        self.rollout_verdict: dict[str, Any] | None = None  # the canary's latest judgement (status)
+        self._judged: tuple[Any, float] = (None, 0.0)  # what it was judged on, and until when that holds
         self._attach(cfg)
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name="raylane-monitor-tick", daemon=True)
@@ -140,6 +145,7 @@ class Monitor:
                 "in_flight": self.state.get("in_flight"),
                 "last_submitted_at": self.state.get("last_submitted_at"),
                 "reference_version": self._reference[0],
+                "rollout": self.rollout_verdict,
             }
 
     def close_window(self) -> dict[str, Any] | None:
@@ -215,7 +221,16 @@ class Monitor:
         analysis = analyse(self.cfg, merged, reference, version)
         try:
             if live:
-                analysis.live = live_metric(self.cfg, window_predictions(self.cfg, opened, closed))
+                served = window_predictions(self.cfg, opened, closed)
+                ours, source = window_predictions(self.cfg, opened, closed, "shadow"), "shadow"
+                rollout = self._registry().current_rollout()
+                if rollout is not None and rollout.mode == "canary" and len(served):  # its own share
+                    mine = served["model_version"].astype(str) == rollout.challenger
+                    served, ours, source = served[~mine], served[mine], "canary"
+                analysis.live = live_metric(self.cfg, served)
+                if len(ours):  # judged like the champion; its floor is the champion's trigger only
+                    theirs = replace(live_metric(self.cfg, ours), worse_than=None, breached=False, source=source)
+                    analysis.challenger = theirs
         except Exception as exc:
             log.warning("raylane monitor: no live metric for window %d: %s", number, exc)
         return analysis, reference
@@ -344,8 +359,53 @@ class Monitor:
             self._metrics.retrain(str(outcome["status"]).lower())
             self._record(outcome)
 
+    # ----- the canary
+
+    def _registry(self) -> Any:
+        from raylane.registry import Registry
+
+        if self._registry_of is None or self._registry_of.cfg is not self.cfg:
+            self._registry_of = Registry(self.cfg)
+        return self._registry_of
+
+    def _judge_rollout(self) -> dict[str, Any] | None:
+        """Judge a canary's step on the inference log (`raylane.monitoring.canary`) and apply the
+        verdict: the registry moves first (it is the rollout's state: a monitor restarted after
+        this continues from the new step), then the decision is recorded with its evidence."""
+        from raylane.inference_log import read, read_failures
+        from raylane.monitoring.canary import judge
+
+        registry = self._registry()
+        rollout = registry.current_rollout()
+        if rollout is None or rollout.mode != "canary":
+            if self.rollout_verdict is not None:
+                self.rollout_verdict = None
+                self.store.save_judgement(None)
+            return None
+        served, failures = read(self.cfg), read_failures(self.cfg)
+        seen = (rollout, len(served), int(served["label"].notna().sum()), len(failures))
+        if seen == self._judged[0] and time.monotonic() < self._judged[1]:  # no new evidence: the same verdict
+            return None
+        self._judged = (seen, time.monotonic() + REJUDGE_S)  # judged again without news: max_step_s
+        verdict = judge(self.cfg, rollout, served, failures, now())
+        self.rollout_verdict = {"at": iso(now()), "action": verdict.action, "reason": verdict.reason}
+        self.rollout_verdict["evidence"] = verdict.evidence
+        self.store.save_judgement(self.rollout_verdict)
+        if verdict.action == "wait" or registry.current_rollout() != rollout:  # moved meanwhile: judged anew
+            return None
+        if verdict.action == "advance":
+            registry.advance_rollout(rollout, rollout.step + 1)
+        else:
+            registry.end_rollout(verdict.action, f"by the monitor: {verdict.reason}")
+        self._metrics.rollout(verdict.action)
+        with self._lock:
+            return self._record(
+                {"action": "rollout", "verdict": verdict.action, "version": rollout.challenger}
+                | {"reasons": [verdict.reason], "evidence": verdict.evidence}
+            )
+
     def _tick_loop(self) -> None:
-        next_poll = 0.0
+        next_poll = next_judgement = 0.0
         while not self._stop.wait(TICK_S):
             try:
                 with self._lock:
@@ -354,6 +414,9 @@ class Monitor:
                 if time.monotonic() >= next_poll:
                     next_poll = time.monotonic() + JOB_POLL_S
                     self._follow_job()
+                if time.monotonic() >= next_judgement:  # replicas follow a step every model_poll_s
+                    next_judgement = time.monotonic() + self.cfg.serve.model_poll_s
+                    self._judge_rollout()
                 with self._lock:
                     if policy.schedule_due(self.cfg.monitor, self._policy_state(), now()):
                         self._decide(None, None)

@@ -26,6 +26,7 @@ __all__ = [
     "LiveMetric",
     "WindowAnalysis",
     "analyse",
+    "labelled_arrays",
     "live_metric",
     "rows_of",
     "window_predictions",
@@ -55,6 +56,8 @@ class LiveMetric:
     labelled: int
     worse_than: float | None = None  # the trigger's threshold, when one is configured
     breached: bool = False
+    version: str | None = None  # the model version whose predictions were measured (the latest seen)
+    source: str | None = None  # a challenger's: ``shadow`` (the same requests) or ``canary`` (its own share)
 
 
 @dataclass
@@ -65,6 +68,7 @@ class WindowAnalysis:
     drift: list[ColumnDrift] = field(default_factory=list)
     quality: list[dict[str, Any]] = field(default_factory=list)
     live: LiveMetric | None = None
+    challenger: LiveMetric | None = None  # a rollout's challenger: on the requests it shadowed, or answered
 
     @property
     def drifted_features(self) -> list[str]:
@@ -182,29 +186,35 @@ def live_metric(cfg: ProjectConfig, labelled: pd.DataFrame) -> LiveMetric:
     threshold = cfg.monitor.triggers.live_metric_below
     rows = labelled.dropna(subset=["label"])
     live = LiveMetric(metric, None, len(rows), threshold)
-    if len(rows) < cfg.monitor.min_labels:
+    if len(labelled) and {"model_version", "ts"} <= set(labelled.columns):
+        live.version = str(labelled.sort_values("ts")["model_version"].iloc[-1])
+    if len(rows) < cfg.monitor.min_labels or (arrays := labelled_arrays(task, rows)) is None:
         return live
-    y = rows["label"].to_numpy(dtype=float)
-    if task == "multiclass":  # the log's probabilities, in the classes' order
-        if "probabilities" not in rows:
-            return live
-        pred = np.stack(rows["probabilities"].to_list())
-        y = y.astype(int)
-    else:
-        pred = rows["prediction"].to_numpy(dtype=float)
-    value = _finite(metrics(task, y, pred).get(metric))
+    value = _finite(metrics(task, *arrays).get(metric))
     live.value = value
     if value is not None and threshold is not None:
         live.breached = value < threshold if mode == "max" else value > threshold
     return live
 
 
-def window_predictions(cfg: ProjectConfig, start: datetime, end: datetime) -> pd.DataFrame:
-    """The inference log's predictions made in [start, end] with their latest labels."""
+def labelled_arrays(task: str, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
+    """(y, pred) of labelled log rows as the task's metrics take them; None for a multiclass log
+    without probabilities."""
+    y = rows["label"].to_numpy(dtype=float)
+    if task != "multiclass":
+        return y, rows["prediction"].to_numpy(dtype=float)
+    if "probabilities" not in rows:
+        return None
+    return y.astype(int), np.stack(rows["probabilities"].to_list())  # in the classes' order
+
+
+def window_predictions(cfg: ProjectConfig, start: datetime, end: datetime, kind: str = "predictions") -> pd.DataFrame:
+    """The inference log's predictions (or the challenger's ``shadow`` ones) made in [start, end]
+    with their latest labels."""
     from raylane.inference_log import read
 
     try:
-        frame = read(cfg)
+        frame = read(cfg, kind)
     except FileNotFoundError:
         return pd.DataFrame(columns=["prediction", "label"])
     if frame.empty:

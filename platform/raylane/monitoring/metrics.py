@@ -25,6 +25,14 @@ class MonitorMetrics:
         self.live = Gauge("raylane_live_metric", "The gate's metric on labelled live predictions.", tag_keys=tags)
         self.windows = Counter("raylane_windows_total", "Windows closed.", tag_keys=tags)
         self.retrains = Counter("raylane_retrains_total", "Retrain jobs, by outcome.", tag_keys=(*tags, "outcome"))
+        self.versions = Gauge(
+            "raylane_live_metric_by_version",
+            "The gate's metric on each version's labelled live predictions in the last window (a rollout's two).",
+            tag_keys=(*tags, "version", "role"),
+        )
+        self.rollouts = Counter(
+            "raylane_rollout_decisions_total", "The canary's decisions, by verdict.", tag_keys=(*tags, "verdict")
+        )
 
     def window(self, analysis: WindowAnalysis) -> None:
         tags = {"project": self.project}
@@ -37,6 +45,13 @@ class MonitorMetrics:
                 self.drift.set(value, {**tags, "column": d.column})
         if analysis.live is not None and analysis.live.value is not None:
             self.live.set(analysis.live.value, tags)
+        for role, live in (("champion", analysis.live), ("challenger", analysis.challenger)):
+            if live is not None and live.value is not None and live.version:
+                self.versions.set(live.value, {**tags, "version": live.version, "role": role})
+
+    def rollout(self, verdict: str) -> None:
+        """A canary decision taken: ``advance``, ``promote`` or ``abort``."""
+        self.rollouts.inc(1, {"project": self.project, "verdict": verdict})
 
     def retrain(self, outcome: str) -> None:
         """``submitted``, ``submit_failed``, or how a job ended (a `raylane.jobs.ENDED` status, lower case)."""

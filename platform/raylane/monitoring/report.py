@@ -50,6 +50,13 @@ td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}th{background:#f3f3
 .fail{color:#b00020}.ok{color:#1b7f3b}code{background:#f3f3f3;padding:1px 4px}"""
 
 
+_HOW = {"shadow": "shadow, the same requests", "canary": "canary, its own share of entities"}
+
+
+def _version(live: dict[str, Any]) -> str:
+    return f" <code>v{html.escape(str(live['version']))}</code>" if live.get("version") else ""
+
+
 def render_html(report: dict[str, Any]) -> str:
     """A window's report as one self-contained HTML page (no script, no network)."""
     e = html.escape
@@ -68,12 +75,18 @@ def render_html(report: dict[str, Any]) -> str:
         f"{'passed' if q['passed'] else 'FAILED'}</td></tr>"
         for q in report.get("quality", [])
     )
-    live = report.get("live") or {}
-    live_text = (
-        f"{e(str(live.get('metric')))} {num(live.get('value'))} on {live.get('labelled', 0)} labelled predictions"
-        if live
-        else "no labels"
-    )
+    live_text = "no labels"
+    if live := report.get("live") or {}:
+        live_text = (
+            f"champion{_version(live)}: {e(str(live.get('metric')))} {num(live.get('value'))}"
+            f" on {live.get('labelled', 0)} labelled predictions"
+        )
+    if shadow := report.get("challenger") or {}:
+        live_text += (
+            f"<br>challenger{_version(shadow)} ({_HOW.get(str(shadow.get('source')), 'shadow, the same requests')}):"
+            f" {e(str(shadow.get('metric')))}"
+            f" {num(shadow.get('value'))} on {shadow.get('labelled', 0)} labelled predictions"
+        )
     decision = report.get("decision") or {}
     reasons = "; ".join(decision.get("reasons", []))
     title = f"raylane monitor · {report['project']} · window {report['window']}"

@@ -98,8 +98,9 @@ class QualityCheck:
 @dataclass(frozen=True)
 class DecisionRecord:
     """One policy decision: ``none`` (in a window's report only), ``retrain`` (submitted, or
-    ``SUBMIT_FAILED``), ``skipped`` (``why``: in flight or cooldown) or ``retrain_ended`` (``status``
-    is a `raylane.jobs.ENDED` status; ``result`` is what the job wrote)."""
+    ``SUBMIT_FAILED``), ``skipped`` (``why``: in flight or cooldown), ``retrain_ended`` (``status``
+    is a `raylane.jobs.ENDED` status; ``result`` is what the job wrote) or ``rollout`` (a canary's
+    step judged: ``verdict``, the challenger ``version``, the ``evidence``)."""
 
     action: str
     at: str | None = None
@@ -111,6 +112,9 @@ class DecisionRecord:
     error: str | None = None
     result: dict[str, Any] | None = None
     log_tail: list[str] | None = None
+    verdict: str | None = None  # ``rollout``: advance, promote or abort
+    version: str | None = None  # ``rollout``: the challenger judged
+    evidence: dict[str, Any] | None = None  # ``rollout``: counts, both metrics, the interval, the guard
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> DecisionRecord:
@@ -125,6 +129,9 @@ class DecisionRecord:
             error=d.get("error"),
             result=d.get("result"),
             log_tail=d.get("log_tail"),
+            verdict=d.get("verdict"),
+            version=d.get("version"),
+            evidence=d.get("evidence"),
         )
 
     def text(self) -> str:
@@ -139,6 +146,8 @@ class DecisionRecord:
             return f"retrain submitted as job {self.job_id} ({self.status}) — {reasons}"
         if self.action == "skipped":
             return f"trigger skipped ({self.why}) — {reasons}"
+        if self.action == "rollout":
+            return f"canary of version {self.version}: {self.verdict} — {reasons}"
         return self.action
 
 
@@ -165,6 +174,7 @@ class WindowRecord:
     source: str = "live"  # live traffic, or a batch scoring run (`raylane predict`)
     batch: dict[str, Any] | None = None  # the batch run's summary
     authenticated_rows: int = 0  # rows of requests that carried the API key
+    challenger: LiveMetric | None = None  # shadow rollout: the challenger's live metric
 
     @property
     def authenticated_share(self) -> float:
@@ -193,6 +203,7 @@ class WindowRecord:
             source=str(d.get("source", "live")),
             batch=d.get("batch"),
             authenticated_rows=int(d.get("authenticated_rows", 0)),
+            challenger=LiveMetric(**d["challenger"]) if d.get("challenger") else None,
         )
 
 
@@ -241,6 +252,7 @@ class MonitorStore:
         self.state_file = self.dir / "state.json"
         self.decisions_file = self.dir / "decisions.jsonl"
         self.config_file = self.dir / "config.json"
+        self.judgement_file = self.dir / "rollout.json"  # the canary's latest judgement
 
     # ----- readers
 
@@ -318,7 +330,17 @@ class MonitorStore:
         path = self.retrain_result_file(job_id)
         return dict(json.loads(path.read_text())) if path.is_file() else None
 
+    def judgement(self) -> dict[str, Any] | None:
+        """The monitor's latest judgement of a canary (``action``, ``reason``, ``evidence``, ``at``)."""
+        return dict(json.loads(self.judgement_file.read_text())) if self.judgement_file.is_file() else None
+
     # ----- writers (the monitor actor's)
+
+    def save_judgement(self, judgement: dict[str, Any] | None) -> None:
+        if judgement is None:
+            self.judgement_file.unlink(missing_ok=True)
+        else:
+            write_atomic(self.judgement_file, json.dumps(judgement, indent=1).encode())
 
     def create(self) -> None:
         for d in (self.inbox, self.windows_dir, self.retrains_dir):

@@ -120,6 +120,8 @@ class ServedModel(Protocol):
     @property
     def loaded_at(self) -> str: ...
     @property
+    def alias(self) -> str: ...  # the alias it answers as (challenger: a canary's answer)
+    @property
     def tags(self) -> Mapping[str, str]: ...
     @property
     def bundle(self) -> ModelBundle: ...
@@ -165,6 +167,7 @@ class Replica(Protocol[M, S]):
     def request_ids(self) -> RequestIds: ...
 
     def log_health(self) -> dict[str, Any]: ...
+    def rollout(self) -> dict[str, Any]: ...
     async def score(self, rows: list[Any]) -> tuple[M, list[S]]: ...
     def log_predictions(
         self, request_id: str, model: M, rows: list[Any], scored: list[S], *, authenticated: bool
@@ -290,7 +293,7 @@ async def _predict(p: Replica[M, S], request: Request) -> dict[str, Any]:
     p.log_predictions(request_id, model, rows, scored, authenticated=authenticated)
     return {
         "request_id": request_id,
-        "model": {"name": model.name, "version": model.version, "alias": s.model_alias},
+        "model": {"name": model.name, "version": model.version, "alias": model.alias},
         "predictions": _predictions(p.key, model, rows, scored),
     }
 
@@ -360,6 +363,7 @@ def _metadata(p: Replica[M, S]) -> dict[str, Any]:
         "unknown_entity": s.unknown_entity,
         "auth": p.auth.enabled,
         "anonymous": p.auth.anonymous,
+        "rollout": p.rollout(),
         "replica": p.replica,
     }
 

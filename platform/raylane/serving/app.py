@@ -29,7 +29,6 @@ import contextlib
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,8 +37,11 @@ from typing import TYPE_CHECKING, Any
 from ray import serve
 
 from raylane.monitoring.analysis import AUTHENTICATED
-from raylane.serving.api import ApiError, ApiKeyCheck, build_api
+from raylane.serving.api import ApiKeyCheck, build_api
 from raylane.serving.ids import RequestIds
+from raylane.serving.rollout import RolloutFollower
+from raylane.serving.scoring import Failed, Scored, failure, isolated, non_finite
+from raylane.serving.shadow import Shadow
 
 if TYPE_CHECKING:
     from raylane.bundle import ModelBundle
@@ -59,27 +61,7 @@ class LoadedModel:
     tags: dict[str, str]
     bundle: ModelBundle
     loaded_at: str
-
-
-@dataclass
-class Scored:
-    """One entity's score (`raylane.serving.api.Score`) and the features it was scored with."""
-
-    prediction: Any  # the class label (classification) or the value (regression)
-    probabilities: list[float] | None  # multiclass: one per class
-    features: dict[str, Any]
-    known: bool  # False: no features in the online store (imputed)
-    class_index: int | None = None  # multiclass: the predicted class's index (the monitor profiles it)
-
-
-@dataclass(frozen=True)
-class Failed:
-    """An entity the model could not score; its request is answered with ``status``."""
-
-    status: int
-    problem: str
-    fields: tuple[str, ...] = ()
-    reason: str = "model_error"  # the failures metric's tag: ``out_of_range`` or ``model_error``
+    alias: str = "champion"  # the alias it answers as: serve.model_alias, or challenger in a canary
 
 
 @serve.deployment
@@ -95,7 +77,7 @@ class Predictor:
 
         from raylane.config import ProjectConfig
         from raylane.features import FeatureRepo
-        from raylane.inference_log import LogWriter, feedback_schema, log_dir, prediction_schema
+        from raylane.inference_log import LogWriter, failure_schema, feedback_schema, log_dir, prediction_schema
         from raylane.monitoring.sink import ProfileSink
         from raylane.registry import Registry
         from raylane.serving.schemas import Schemas
@@ -111,18 +93,29 @@ class Predictor:
         self.auth = ApiKeyCheck(api_key_sha256, allow_anonymous=cfg.serve.auth.allow_anonymous)
         self.request_ids = RequestIds(request_id_secret)
         self.failures = Counter(
-            "raylane_scoring_failures_total", "Entities the model could not score, by reason.", tag_keys=("reason",)
+            "raylane_scoring_failures_total",
+            "Entities a model version could not score, by reason.",
+            tag_keys=("reason", "version"),  # type: ignore[arg-type]  # Ray annotates one key
+        )
+        self.scored_count = Counter(
+            "raylane_scored_entities_total", "Entities a model version answered.", tag_keys=("version",)
         )
         # Scoring (Feast's connection included) runs on the event loop; MLflow and log writes on
         # one I/O thread.
         self._io_pool = ThreadPoolExecutor(1, thread_name_prefix="raylane-io")
         self.replica = serve.get_replica_context().replica_tag if _in_serve() else "local"
-        self.model = self._load(self.registry.version(f"@{cfg.serve.model_alias}"))
+        self.model = self._load(self.registry.version(f"@{cfg.serve.model_alias}"), cfg.serve.model_alias)
         writer_id = hashlib.sha1(f"{self.replica}{uuid.uuid4()}".encode()).hexdigest()[:10]
         rows = cfg.serve.inference_log.flush_rows
         self.predictions = LogWriter(log_dir(cfg), "predictions", prediction_schema(cfg), rows, writer_id)
         self.feedback = LogWriter(log_dir(cfg), "feedback", feedback_schema(cfg), rows, writer_id)
         self.profiles = ProfileSink(cfg, writer_id) if cfg.monitor.enabled else None
+        self.shadow_log = LogWriter(log_dir(cfg), "shadow", prediction_schema(cfg), rows, writer_id)
+        self.failure_log = LogWriter(log_dir(cfg), "failures", failure_schema(cfg), rows, writer_id)
+        self.shadow = Shadow(cfg, self.key, self.feature_names, self._shadow_rows)
+        self.follower = RolloutFollower(self.shadow)
+        with contextlib.suppress(Exception):  # the registry is unreachable: the alias loop tries again
+            self._follow_rollout()
         self._flush_due = asyncio.Event()
         every = [cfg.serve.inference_log.flush_seconds, *([cfg.monitor.flush_seconds] if self.profiles else [])]
         self._flush_every = min(every)
@@ -139,7 +132,17 @@ class Predictor:
 
     # ----- the model
 
-    def _load(self, mv: Any) -> LoadedModel:
+    def _shadow_rows(self, rows: list[dict[str, Any]]) -> bool:
+        due = self.shadow_log.append(rows)
+        if due:
+            self._flush_due.set()
+        return due
+
+    def _follow_rollout(self) -> None:
+        rollout = self.registry.current_rollout()
+        self.follower.follow(rollout, self.model.version, lambda v: self._load(self.registry.version(v), "challenger"))
+
+    def _load(self, mv: Any, alias: str) -> LoadedModel:
         bundle = self.registry.load_bundle(str(mv.version))
         bundle.to_best_device()  # the replica's GPU when serve.resources.num_gpus gave it one
         missing = sorted(set(bundle.features) - set(self.feature_names))
@@ -152,6 +155,7 @@ class Predictor:
             tags=dict(mv.tags),
             bundle=bundle,
             loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            alias=alias,
         )
 
     async def _follow_alias(self) -> None:
@@ -163,9 +167,10 @@ class Predictor:
             try:
                 mv = await loop.run_in_executor(self._io_pool, self.registry.version, f"@{alias}")
                 if str(mv.version) != self.model.version:
-                    new = await loop.run_in_executor(self._io_pool, self._load, mv)
+                    new = await loop.run_in_executor(self._io_pool, self._load, mv, alias)
                     old, self.model = self.model.version, new
                     log.info("raylane: %s moved, serving version %s (was %s)", alias, new.version, old)
+                await loop.run_in_executor(self._io_pool, self._follow_rollout)
             except asyncio.CancelledError:
                 raise
             except Exception:  # the registry is unreachable or the version broken: keep the current model
@@ -179,20 +184,22 @@ class Predictor:
     # ----- scoring
 
     async def score(self, rows: list[Any]) -> tuple[LoadedModel, list[Scored]]:
-        """Score validated entities with the model current at the call.
+        """Score validated entities with the model current at the call: the champion, or the
+        challenger when the (first) entity is in a canary's share.
 
         Raises:
             ApiError: an entity could not be scored (422 out of the model's range, 500 otherwise).
         """
-        model = self.model
+        model = self.follower.route(getattr(rows[0], self.key)) or self.model
         if self.serve_cfg.batching.enabled:
             results = list(await asyncio.gather(*(self._infer((model, row)) for row in rows)))
         else:
             results = self._score_isolated(model, rows)
         failed = [(i, r) for i, r in enumerate(results) if isinstance(r, Failed)]
         if failed:
-            raise _failure(failed, many=len(rows) > 1)
+            raise failure(failed, many=len(rows) > 1)
         self.served += len(rows)
+        self.scored_count.inc(len(rows), {"version": model.version})
         return model, [r for r in results if isinstance(r, Scored)]
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
@@ -212,9 +219,16 @@ class Predictor:
 
     def _score_isolated(self, model: LoadedModel, rows: list[Any]) -> list[Scored | Failed]:
         results = isolated(lambda part: self._score(model, part), rows)
-        for r in results:
-            if isinstance(r, Failed):
-                self.failures.inc(1, {"reason": r.reason})
+        failed = [(row, r) for row, r in zip(rows, results, strict=True) if isinstance(r, Failed)]
+        if failed:
+            at = datetime.now(UTC)
+            for _, r in failed:
+                self.failures.inc(1, {"reason": r.reason, "version": model.version})
+            if self.serve_cfg.inference_log.enabled:  # a canary's guard counts the challenger's
+                base = {"ts": at, "model_name": model.name, "model_version": model.version}
+                rows_out = [{**base, self.key: getattr(row, self.key), "reason": r.reason} for row, r in failed]
+                if self.failure_log.append(rows_out):
+                    self._flush_due.set()
         return results
 
     def _score(self, model: LoadedModel, rows: list[Any]) -> list[Scored | Failed]:
@@ -239,7 +253,7 @@ class Predictor:
         out: list[Scored | Failed] = []
         for i in range(len(rows)):
             if not finite[i]:
-                out.append(_non_finite(pre.out_of_range(frame.iloc[[i]])[0], given[i], self.schemas.feature_dtypes))
+                out.append(non_finite(pre.out_of_range(frame.iloc[[i]])[0], given[i], self.schemas.feature_dtypes))
             elif pre.task != "multiclass":
                 out.append(Scored(float(pred[i]), None, records[i], known[i]))
             else:
@@ -253,12 +267,25 @@ class Predictor:
     @property
     def log_rows_pending(self) -> int:
         """Rows buffered for the inference log, not yet written."""
-        return self.predictions.pending + self.feedback.pending
+        return sum(w.pending for w in self._writers.values())
+
+    @property
+    def _writers(self) -> dict[str, Any]:
+        return {
+            "predictions": self.predictions,
+            "feedback": self.feedback,
+            "shadow": self.shadow_log,
+            "failures": self.failure_log,
+        }
+
+    def rollout(self) -> dict[str, Any]:
+        """The configured mode and the rollout this replica follows (/metadata)."""
+        return {"mode": self.serve_cfg.rollout.mode, **self.follower.state()}
 
     def log_health(self) -> dict[str, Any]:
         """The log writers' state for /healthz: rows written and quarantined, and for a writer whose
         last flush failed (``stuck``) its error and since when."""
-        writers = {"predictions": self.predictions, "feedback": self.feedback}
+        writers = self._writers
         errors = {k: {"error": w.error, "failing_since": w.failing_since} for k, w in writers.items() if w.error}
         return {
             "stuck": bool(errors),
@@ -303,6 +330,8 @@ class Predictor:
         )
         if due:
             self._flush_due.set()
+        if self.shadow.model is not None:  # after the answer is made: the challenger scores the same rows
+            self.shadow.submit(request_id, [getattr(r, self.key) for r in rows], [s.features for s in scored])
 
     def log_feedback(self, item: Any) -> None:
         row = {
@@ -317,9 +346,9 @@ class Predictor:
     def flush(self, *, force: bool = False) -> int:
         """Write the inference log's buffers and send the monitor's profile when due (or ``force``).
 
-        Each of the three is tried even when another fails (the first failure is raised after)."""
+        Each writer and the profile is tried even when another fails (the first failure is raised after)."""
         written, failure = 0, None
-        for writer in (self.predictions, self.feedback):
+        for writer in self._writers.values():
             try:
                 written += writer.flush()
             except Exception as exc:
@@ -356,48 +385,11 @@ class Predictor:
     async def __del__(self) -> None:
         for task in getattr(self, "_tasks", []):
             task.cancel()
+        if (shadow := getattr(self, "shadow", None)) is not None:
+            shadow.drain()
         if hasattr(self, "predictions"):
             written = self.flush(force=True)  # graceful shutdown: nothing buffered is lost
             log.info("raylane: wrote %d buffered log rows at shutdown", written)
-
-
-def isolated(score: Callable[[list[Any]], list[Scored | Failed]], rows: list[Any]) -> list[Scored | Failed]:
-    """``score(rows)``; when it raises, each row alone, so a failure is its own row's and no other's."""
-    try:
-        return score(rows)
-    except Exception as exc:
-        if len(rows) > 1:
-            return [r for row in rows for r in isolated(score, [row])]
-        log.exception("raylane: the model could not score an entity")
-        return [Failed(500, f"the model could not score this entity ({type(exc).__name__})")]
-
-
-def _non_finite(overflowed: list[str], given: dict[str, Any], dtypes: Mapping[str, str]) -> Failed:
-    """Why a prediction was not finite: the fields out of the model's range, or the model itself."""
-    fields = overflowed or [f for f, v in given.items() if dtypes.get(f) in ("int64", "float64") and v is not None]
-    if not fields:
-        return Failed(500, "the model's output is not finite for this entity's stored features")
-    return Failed(
-        422,
-        "the model's output is not finite for these values: they are far outside the range it was trained on",
-        tuple(fields),
-        reason="out_of_range",
-    )
-
-
-def _failure(failed: list[tuple[int, Failed]], *, many: bool) -> ApiError:
-    """The answer to a request with entities that could not be scored: 422 if each was its input's
-    fault, the first 5xx otherwise."""
-    errors = []
-    for i, f in failed:
-        where = f"entities[{i}]." if many else ""
-        errors += [{"field": f"{where}{name}", "problem": f.problem} for name in f.fields] or [
-            {"field": f"entities[{i}]" if many else "(body)", "problem": f.problem}
-        ]
-    status = 422 if all(f.status == 422 for _, f in failed) else next(f.status for _, f in failed if f.status != 422)
-    listed = "; ".join(f"{e['field']}: {e['problem']}" for e in errors[:10])
-    head = "invalid request" if status == 422 else "the model failed"
-    return ApiError(status, f"{head}: {listed}", errors=errors)
 
 
 def _in_serve() -> bool:

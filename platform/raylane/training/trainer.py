@@ -168,8 +168,8 @@ def _register(cfg: ProjectConfig, result: TrainResult, model_uri: str, holdout: 
     champion = reg.champion()
     tags = {**result.lineage.to_tags(), "parent_version": str(champion.version) if champion else ""}
     result.version = reg.register(model_uri, result.run_id, tags)
-    result.decision = reg.gate_and_promote(result.version, holdout, result.metrics)
-    result.promoted = result.decision.passed
+    result.decision = reg.gate_and_promote(result.version, holdout, result.metrics, rollout=True)
+    result.promoted = result.decision.promoted
 
 
 def train(

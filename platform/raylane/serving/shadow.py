@@ -1,0 +1,140 @@
+"""Shadow scoring (``serve.rollout.mode: shadow``): the challenger scores what the champion served.
+
+Every request is answered by the champion. After the answer is made, the replica hands the
+request's feature rows (the exact values the champion scored: online features with the request's
+own values on top) to `Shadow`, which scores them with the ``challenger`` version on a thread of
+its own, off the response path, and logs the predictions with the challenger's version under the
+inference log's ``shadow`` folder (the same schema as ``predictions``, the same request ids). The
+monitor joins them with `/feedback` labels like the champion's, so each window shows both models'
+live metric on the same labelled requests.
+
+The challenger never slows serving: at most ``serve.rollout.max_pending`` requests wait for it;
+beyond that a request is not shadowed (`raylane_shadow_dropped_total`). A challenger that fails
+on a row is counted (`raylane_shadow_failures_total`), never answered. There is nothing to shadow
+while no shadow rollout runs (`raylane.serving.rollout` follows it).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from raylane.config import ProjectConfig
+
+__all__ = ["Shadow"]
+
+log = logging.getLogger(__name__)
+
+
+class Shadow:
+    """One replica's challenger: which version it is, and its scoring queue."""
+
+    def __init__(
+        self,
+        cfg: ProjectConfig,
+        key: str,
+        feature_names: list[str],
+        append: Callable[[list[dict[str, Any]]], bool],
+    ) -> None:
+        from ray.serve.metrics import Counter
+
+        self.key = key
+        self.feature_names = feature_names
+        self._append = append  # the shadow log writer's append
+        self.max_pending = cfg.serve.rollout.max_pending
+        self.model: Any = None  # the challenger's LoadedModel, None when there is nothing to shadow
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="raylane-shadow")
+        self._lock = threading.Lock()
+        self.pending = 0
+        self.scored = self.dropped = self.failed = 0
+        self._scored = Counter("raylane_shadow_predictions_total", "Entities the challenger scored in shadow.")
+        self._dropped = Counter(
+            "raylane_shadow_dropped_total", "Requests not shadowed: the challenger's queue was full."
+        )
+        self._failed = Counter("raylane_shadow_failures_total", "Entities the challenger could not score in shadow.")
+
+    def use(self, model: Any) -> None:
+        """Shadow ``model`` (the challenger's LoadedModel; None: shadow nothing)."""
+        if (model and model.version) != (self.model and self.model.version):
+            log.info("raylane: shadowing %s", "nothing" if model is None else f"challenger v{model.version}")
+        self.model = model
+
+    def submit(self, request_id: str, keys: list[Any], records: list[dict[str, Any]]) -> bool:
+        """Queue a served request for the challenger; False when there is none, or no room."""
+        model = self.model
+        if model is None:
+            return False
+        with self._lock:
+            if self.pending >= self.max_pending:
+                self.dropped += 1
+                self._dropped.inc(1)
+                return False
+            self.pending += 1
+        self._pool.submit(self._run, model, request_id, keys, records, datetime.now(UTC))
+        return True
+
+    def _run(self, model: Any, request_id: str, keys: list[Any], records: list[dict[str, Any]], at: datetime) -> None:
+        try:
+            rows = self._score(model, request_id, keys, records, at)
+            self.scored += len(rows)
+            self._scored.inc(len(rows))
+            if rows:
+                self._append(rows)
+        except Exception:  # the challenger's failure is its own: counted, logged, never answered
+            self.failed += len(records)
+            self._failed.inc(len(records))
+            log.warning("raylane: the challenger v%s failed on request %s", model.version, request_id, exc_info=True)
+        finally:
+            with self._lock:
+                self.pending -= 1
+
+    def _score(
+        self, model: Any, request_id: str, keys: list[Any], records: list[dict[str, Any]], at: datetime
+    ) -> list[dict[str, Any]]:
+        import numpy as np
+        import pandas as pd
+
+        frame = pd.DataFrame.from_records(records, columns=self.feature_names).astype(object)
+        pred = model.bundle.predict(frame)
+        finite = np.isfinite(pred.reshape(len(records), -1)).all(axis=1)
+        pre = model.bundle.pre
+        classes = [str(c) for c in pre.classes] if pre.task == "multiclass" else None
+        out = []
+        for i, record in enumerate(records):
+            if not finite[i]:
+                self.failed += 1
+                self._failed.inc(1)
+                continue
+            row = {
+                "request_id": request_id,
+                "ts": at,
+                "model_name": model.name,
+                "model_version": model.version,
+                self.key: keys[i],
+                **record,
+            }
+            if classes is None:
+                row["prediction"] = float(pred[i])
+            else:
+                row["prediction"] = classes[int(np.argmax(pred[i]))]
+                row["probabilities"] = [float(p) for p in pred[i]]
+            out.append(row)
+        return out
+
+    def drain(self) -> None:
+        """Score what is queued (at most ``max_pending`` requests): a replica shutting down logs
+        everything it shadowed."""
+        self._pool.shutdown(wait=True)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "scored": self.scored,
+            "dropped": self.dropped,
+            "failed": self.failed,
+            "pending": self.pending,
+        }
