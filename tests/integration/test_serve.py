@@ -522,7 +522,8 @@ def test_canary_split_is_on_target_and_sticky_and_an_abort_returns_all_traffic_f
     versions = [a["model"]["version"] for a in answers]
     assert set(versions) == {champion, challenger}
     share = versions.count(challenger) / len(versions) * 100
-    print(f"canary split at 10 %: {share:.1f} % of {len(versions)} requests")
+    with capsys.disabled():
+        print(f"canary split at 10 %: {share:.1f} % of {len(versions)} requests")
     assert abs(share - 10) <= 3
     assert versions[:1000] == versions[1000:]  # sticky: each entity saw one model
     assert all((v == challenger) == (bucket(b["customer_id"]) < 10) for v, b in zip(versions, bodies, strict=False))
@@ -546,9 +547,20 @@ def test_canary_split_is_on_target_and_sticky_and_an_abort_returns_all_traffic_f
         30,
         "every canary entity back on the champion",
     )
-    print(f"abort: all traffic on the champion {back - aborted:.1f} s after `raylane rollout abort`")
+    with capsys.disabled():
+        print(f"abort: all traffic on the champion {back - aborted:.1f} s after `raylane rollout abort`")
     assert back - aborted <= cfg.serve.model_poll_s + 5
     assert str(reg.champion().version) == champion and reg.version(challenger).tags["rollout"] == "aborted"
+
+
+def _start_canary(served: Served) -> tuple[str, str]:
+    """A variant (the champion's weights negated: another ranking) in a canary, once the replicas
+    follow it; returns (champion, challenger)."""
+    reg = Registry(served.cfg)
+    champion, challenger = str(reg.champion().version), _register_variant(served.cfg, -1.0)
+    reg.start_rollout(challenger, "canary")
+    _wait_for(lambda: (_rollout(served)["active"] or {}).get("challenger") == challenger, 60, "the canary")
+    return champion, challenger
 
 
 def test_canary_of_a_worse_challenger_is_aborted_at_its_first_step(served: Served) -> None:
@@ -557,10 +569,7 @@ def test_canary_of_a_worse_challenger_is_aborted_at_its_first_step(served: Serve
     every request succeeded (during the rollout and after the abort)."""
     cfg = served.cfg
     reg = Registry(cfg)
-    champion = str(reg.champion().version)
-    worse = _register_variant(cfg, -1.0)
-    reg.start_rollout(worse, "canary")
-    _wait_for(lambda: (_rollout(served)["active"] or {}).get("challenger") == worse, 60, "the canary")
+    champion, worse = _start_canary(served)
     bodies = _entities(cfg, 600, 600_000)
     labels = _labels_ranked_by(cfg, champion, bodies)
     answers = _send(served, bodies, labels)
@@ -588,10 +597,7 @@ def test_canary_of_a_better_challenger_is_promoted_after_its_steps_across_a_moni
 
     cfg = served.cfg
     reg = Registry(cfg)
-    champion = str(reg.champion().version)
-    better = _register_variant(cfg, -1.0)
-    reg.start_rollout(better, "canary")
-    _wait_for(lambda: (_rollout(served)["active"] or {}).get("challenger") == better, 60, "the canary")
+    champion, better = _start_canary(served)
     bodies = _entities(cfg, 600, 700_000)
     labels = _labels_ranked_by(cfg, better, bodies)
     first = _send(served, bodies, labels)
