@@ -63,6 +63,8 @@ def prediction_schema(cfg: ProjectConfig) -> pa.Schema:
     ]
     if cfg.model.task == "multiclass":
         fields.append(pa.field("probabilities", pa.list_(pa.float64())))
+    # How long the request took to be scored, in ms (null in ``shadow``: it answered nothing).
+    fields.append(pa.field("latency_ms", pa.float64()))
     return pa.schema(fields)
 
 
@@ -81,9 +83,9 @@ def failure_schema(cfg: ProjectConfig) -> pa.Schema:
     )
 
 
-def read_failures(cfg: ProjectConfig) -> pd.DataFrame:
-    """Every logged scoring failure (`failure_schema`)."""
-    return _read(log_dir(cfg) / "failures", failure_schema(cfg))
+def read_failures(cfg: ProjectConfig, *, since: datetime | None = None) -> pd.DataFrame:
+    """Every logged scoring failure (`failure_schema`); with ``since``, at least those since then."""
+    return _read(log_dir(cfg) / "failures", failure_schema(cfg), since)
 
 
 def feedback_schema(cfg: ProjectConfig) -> pa.Schema:
@@ -204,8 +206,14 @@ def read_rejected(cfg: ProjectConfig, kind: str = "predictions") -> list[dict[st
     return out
 
 
-def _read(folder: Path, schema: pa.Schema) -> pd.DataFrame:
+def _read(folder: Path, schema: pa.Schema, since: datetime | None = None) -> pd.DataFrame:
+    """The folder's rows; with ``since``, only from the files written since then (a file's name
+    starts with the time it was written, after the rows it holds were made: no row made since is
+    left out, older ones may come too)."""
     files = sorted(folder.glob("date=*/part-*.parquet"))
+    if since is not None:
+        after = int(since.timestamp() * 1000) - 1000
+        files = [f for f in files if int(f.name.split("-")[1]) >= after]
     if not files:
         return schema.empty_table().to_pandas()
     tables = [pq.read_table(f, schema=schema) for f in files]
@@ -220,15 +228,20 @@ def read_feedback(cfg: ProjectConfig) -> pd.DataFrame:
     return _read(log_dir(cfg) / "feedback", feedback_schema(cfg))
 
 
-def read(cfg: ProjectConfig, kind: str = "predictions") -> pd.DataFrame:
+def read(cfg: ProjectConfig, kind: str = "predictions", *, since: datetime | None = None) -> pd.DataFrame:
     """Every logged prediction (``kind``: served ``predictions``, or the challenger's ``shadow``
-    ones) with its latest feedback ``label`` (null when none came back).
+    ones) with its latest feedback ``label`` (null when none came back); with ``since``, at least
+    those made since then (a canary's judge reads only its rollout's files).
 
     A label names its entity when its request scored several; a label without one applies to
     every entity of its request."""
     key = cfg.entity.join_key
-    preds = _read(log_dir(cfg) / kind, prediction_schema(cfg))
-    fb = read_feedback(cfg).sort_values("ts").rename(columns={"ts": "label_ts"})
+    preds = _read(log_dir(cfg) / kind, prediction_schema(cfg), since)
+    fb = (
+        _read(log_dir(cfg) / "feedback", feedback_schema(cfg), since)
+        .sort_values("ts")
+        .rename(columns={"ts": "label_ts"})
+    )
     keyed = fb[fb[key].notna()].drop_duplicates(["request_id", key], keep="last")
     keyed = keyed.astype({key: preds[key].dtype})  # nulls made it a float column
     whole = fb[fb[key].isna()].drop_duplicates("request_id", keep="last").drop(columns=[key])

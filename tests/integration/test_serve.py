@@ -552,6 +552,13 @@ def test_canary_split_is_on_target_and_sticky_and_an_abort_returns_all_traffic_f
     assert back - aborted <= cfg.serve.model_poll_s + 5
     assert str(reg.champion().version) == champion and reg.version(challenger).tags["rollout"] == "aborted"
 
+    def timed() -> pd.DataFrame | None:  # each answer's scoring latency is logged under its version
+        logged = read_log(cfg)
+        logged = logged[logged["latency_ms"].notna()]
+        return logged if {champion, challenger} <= set(logged["model_version"].astype(str)) else None
+
+    assert (_wait_for(timed, 30, "both versions' latencies in the inference log")["latency_ms"] > 0).all()
+
 
 def _start_canary(served: Served) -> tuple[str, str]:
     """A variant (the champion's weights negated: another ranking) in a canary, once the replicas

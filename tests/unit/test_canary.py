@@ -37,15 +37,20 @@ def _rollout(step: int = 0, percent: float = 10.0) -> Rollout:
     return Rollout("canary", "1", "2", step, percent, since=T0, step_since=T0 + timedelta(minutes=step))
 
 
-def _answers(version: str, n: int, skill: float, seed: int, labelled: float = 1.0) -> pd.DataFrame:
-    """``n`` answers by ``version``; ``skill`` 1 ranks every label right, 0.5 is a coin."""
+def _answers(
+    version: str, n: int, skill: float, seed: int, labelled: float = 1.0, latency_ms: float = 5.0
+) -> pd.DataFrame:
+    """``n`` answers by ``version``; ``skill`` 1 ranks every label right, 0.5 is a coin; each
+    request scored in about ``latency_ms``."""
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 2, n)
     right = rng.random(n) < skill
     score = np.where(right, y, 1 - y) * 0.6 + rng.random(n) * 0.4
     label = np.where(rng.random(n) < labelled, y, np.nan)
     ts = [T0 + timedelta(minutes=5, seconds=i) for i in range(n)]
-    return pd.DataFrame({"ts": ts, "model_version": version, "prediction": score, "label": label})
+    latency = latency_ms * rng.lognormal(0, 0.3, n)
+    frame = {"ts": ts, "model_version": version, "prediction": score, "label": label, "latency_ms": latency}
+    return pd.DataFrame(frame)
 
 
 NO_FAILURES = pd.DataFrame({"ts": pd.Series([], dtype="datetime64[us, UTC]"), "model_version": [], "reason": []})
@@ -99,6 +104,29 @@ def test_the_error_guard_aborts_before_labels_come_back(cfg: ProjectConfig) -> N
     assert v.action == "abort" and v.reason.startswith("guard:") and v.evidence["errors"] == 2
     out_of_range = failures.assign(reason="out_of_range")  # the input's fault, not the model's
     assert judge(cfg, _rollout(), served, out_of_range, at).action == "wait"
+
+
+def test_the_latency_guard_aborts_a_slow_challenger_once_both_have_enough_answers(tmp_path: Path) -> None:
+    env = {"CHURN_DATA": str(tmp_path), "RAYLANE_STORAGE": str(tmp_path)}
+    cfg = load_config(example_config_path(), ["serve.rollout.mode=canary", "serve.rollout.min_labels=100"], env=env)
+    at = T0 + timedelta(minutes=20)
+    champion = _answers("1", 900, 0.8, 11, latency_ms=5.0)
+    slow = pd.concat([champion, _answers("2", 600, 0.8, 12, latency_ms=20.0)])
+    v = judge(cfg, _rollout(), slow, NO_FAILURES, at)
+    assert v.action == "abort" and "p99 scoring latency" in v.reason and "max_latency_ratio 3" in v.reason
+    p99 = v.evidence["latency_p99_ms"]
+    assert p99["challenger"] > 3 * p99["champion"] > 0
+    near = pd.concat([champion, _answers("2", 600, 0.8, 12, latency_ms=7.0)])  # slower, within 3×
+    assert not judge(cfg, _rollout(), near, NO_FAILURES, at).reason.startswith("guard:")
+    few = pd.concat([champion, _answers("2", 60, 0.8, 12, latency_ms=20.0)])  # 60 of the 500 it needs
+    v = judge(cfg, _rollout(), few, NO_FAILURES, at)
+    assert v.action == "wait" and v.evidence["latency_p99_ms"]["challenger"] is None
+    off = load_config(
+        example_config_path(),
+        ["serve.rollout.mode=canary", "serve.rollout.min_labels=100", "serve.rollout.max_latency_ratio=null"],
+        env=env,
+    )
+    assert not judge(off, _rollout(), slow, NO_FAILURES, at).reason.startswith("guard:")
 
 
 def test_the_judgement_is_reproducible(cfg: ProjectConfig) -> None:

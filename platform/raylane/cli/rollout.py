@@ -28,8 +28,10 @@ def rollout_start(
     mode: Annotated[str | None, typer.Option(help="shadow or canary (default: serve.rollout.mode).")] = None,
     set_: SetOpt = None,
 ) -> None:
-    """Roll VERSION out beside the champion (training does this itself for a version that passes
-    the gate when serve.rollout.mode is shadow or canary)."""
+    """Roll VERSION out beside the champion, shadowed or as a canary.
+
+    Training does this itself for a version that passes the gate when serve.rollout.mode is
+    shadow or canary."""
     from raylane.registry import Registry
 
     cfg = load(config, set_)
@@ -44,8 +46,10 @@ def rollout_status(
     set_: SetOpt = None,
     last: Annotated[int, typer.Option(help="Windows and decisions to show.")] = 10,
 ) -> None:
-    """The rollout in progress (mode, step, split), the monitor's latest judgement and decisions,
-    and both models' live metric per monitor window."""
+    """The rollout in progress, the monitor's judgement and decisions, both live metrics.
+
+    Shows the mode, step and split, the monitor's latest judgement of a canary, the rollout
+    decisions with their evidence, and both models' live metric per monitor window."""
     from raylane.monitoring import MonitorStore
     from raylane.registry import Registry
 
@@ -93,8 +97,9 @@ def rollout_status(
 
 @rollout_app.command("promote")
 def rollout_promote(config: ConfigArg, reason: ReasonOpt, set_: SetOpt = None) -> None:
-    """Make the challenger champion now (no gate: the live evidence is the reason); the old
-    champion is the rollback target."""
+    """Make the challenger champion now; the old champion is the rollback target.
+
+    No gate runs: the live evidence is the reason."""
     from raylane.registry import Registry
 
     cfg = load(config, set_)
@@ -104,8 +109,9 @@ def rollout_promote(config: ConfigArg, reason: ReasonOpt, set_: SetOpt = None) -
 
 @rollout_app.command("abort")
 def rollout_abort(config: ConfigArg, reason: ReasonOpt, set_: SetOpt = None) -> None:
-    """Stop the rollout: all traffic to the champion within serve.model_poll_s; the challenger
-    keeps its alias, tagged aborted."""
+    """Stop the rollout: all traffic to the champion within serve.model_poll_s.
+
+    The challenger keeps its alias, tagged aborted."""
     from raylane.registry import Registry
 
     cfg = load(config, set_)

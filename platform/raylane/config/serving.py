@@ -168,6 +168,14 @@ class RolloutConfig(StrictModel):
         description="Canary guard: abort when the share of the challenger's entities it failed to score"
         " with a model error (a 5xx of its own; the inference log's `failures` folder) exceeds this.",
     )
+    max_latency_ratio: float | None = Field(
+        3.0,
+        gt=1,
+        description="Canary guard: abort when the challenger's p99 scoring latency at this step is over this"
+        " multiple of the champion's at the same step (the time each request took to be scored, features and"
+        " model; the inference log's `latency_ms`), once each version has max(`min_predictions`, 100)"
+        " answers at the step. `null` turns the guard off.",
+    )
     seed: int = Field(0, description="Canary: the bootstrap's random seed (judgements are reproducible).")
 
     @model_validator(mode="after")

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 TICK_S = 1.0
 JOB_POLL_S = 5.0
+JUDGE_S = 2.0  # a canary is judged at most this often (it reads its rollout's log)
 REJUDGE_S = 60.0  # a canary with no new evidence is judged again this often (its max_step_s clock)
 
 
@@ -382,7 +383,7 @@ class Monitor:
                 self.rollout_verdict = None
                 self.store.save_judgement(None)
             return None
-        served, failures = read(self.cfg), read_failures(self.cfg)
+        served, failures = read(self.cfg, since=rollout.since), read_failures(self.cfg, since=rollout.since)
         seen = (rollout, len(served), int(served["label"].notna().sum()), len(failures))
         if seen == self._judged[0] and time.monotonic() < self._judged[1]:  # no new evidence: the same verdict
             return None
@@ -415,7 +416,7 @@ class Monitor:
                     next_poll = time.monotonic() + JOB_POLL_S
                     self._follow_job()
                 if time.monotonic() >= next_judgement:  # replicas follow a step every model_poll_s
-                    next_judgement = time.monotonic() + self.cfg.serve.model_poll_s
+                    next_judgement = time.monotonic() + max(self.cfg.serve.model_poll_s, JUDGE_S)
                     self._judge_rollout()
                 with self._lock:
                     if policy.schedule_due(self.cfg.monitor, self._policy_state(), now()):

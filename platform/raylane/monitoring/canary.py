@@ -4,9 +4,11 @@ At every step the challenger answers ``percent`` of entities (`raylane.serving.r
 versions' answers are in the inference log under their versions, joined with the `/feedback`
 labels that came back. `judge` reads them and decides:
 
-- **abort** when the guard trips: the challenger failed to score more than
+- **abort** when a guard trips: the challenger failed to score more than
   ``max_error_rate`` of its entities at this step (model errors; counted against at least
-  ``min_predictions``, so a few early failures already count);
+  ``min_predictions``, so a few early failures already count), or its p99 scoring latency at
+  this step is over ``max_latency_ratio`` × the champion's (once each has
+  max(``min_predictions``, `LATENCY_MIN`) answers at the step);
 - **wait** until the step has ``min_predictions`` challenger answers and each version has
   ``min_labels`` labelled answers since the rollout began;
 - then the difference d = challenger − champion in the gate's metric (signed so that positive is
@@ -37,7 +39,9 @@ if TYPE_CHECKING:
     from raylane.config import ProjectConfig
     from raylane.registry import Rollout
 
-__all__ = ["Verdict", "judge"]
+__all__ = ["LATENCY_MIN", "Verdict", "judge"]
+
+LATENCY_MIN = 100  # answers per version at a step before their p99 latencies are compared
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,10 @@ def judge(cfg: ProjectConfig, rollout: Rollout, served: pd.DataFrame, failures: 
             f" (over serve.rollout.max_error_rate {rc.max_error_rate:g})",
             evidence,
         )
+    slow = _latency_guard(rc.max_latency_ratio, max(rc.min_predictions, LATENCY_MIN), served[in_step], rollout)
+    evidence["latency_p99_ms"] = slow[1]
+    if slow[0]:
+        return Verdict("abort", slow[0], evidence)
     short = [
         f"{what} {have}/{need}"
         for what, have, need in (
@@ -131,6 +139,27 @@ def judge(cfg: ProjectConfig, rollout: Rollout, served: pd.DataFrame, failures: 
         nxt = "" if last else f" to {rc.steps[rollout.step + 1]:g}%"
         return Verdict(then, f"not worse than the champion: {shown}, all above −margin {rc.margin:g}{nxt}", evidence)
     return _timed_out(elapsed, rc.max_step_s.total_seconds(), f"inconclusive: {shown}", evidence)
+
+
+def _latency_guard(
+    ratio: float | None, need: int, step: pd.DataFrame, rollout: Rollout
+) -> tuple[str | None, dict[str, float | None]]:
+    """Why the challenger is too slow (None while it is not, or while the step has too few answers
+    of either version), and both versions' p99 scoring latency at the step."""
+    version = step["model_version"].astype(str)
+    p99: dict[str, float | None] = {}
+    for who, v in (("challenger", rollout.challenger), ("champion", rollout.champion)):
+        ms = step.loc[version == v, "latency_ms"].to_numpy(dtype=float) if "latency_ms" in step else np.empty(0)
+        ms = ms[np.isfinite(ms)]
+        p99[who] = round(float(np.quantile(ms, 0.99)), 3) if len(ms) >= need else None
+    ours, theirs = p99["challenger"], p99["champion"]
+    if ratio is None or ours is None or theirs is None or ours <= ratio * theirs:
+        return None, p99
+    return (
+        f"guard: the challenger's p99 scoring latency at this step is {ours:.1f} ms, over"
+        f" serve.rollout.max_latency_ratio {ratio:g} × the champion's {theirs:.1f} ms",
+        p99,
+    )
 
 
 def _timed_out(elapsed: float, limit: float, reason: str, evidence: dict[str, Any]) -> Verdict:

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -73,7 +74,7 @@ class Predictor:
         self, config: dict[str, Any], api_key_sha256: str | None, request_id_secret: str
     ) -> None:
         import torch
-        from ray.serve.metrics import Counter
+        from ray.serve.metrics import Counter, Histogram
 
         from raylane.config import ProjectConfig
         from raylane.features import FeatureRepo
@@ -100,6 +101,12 @@ class Predictor:
         self.scored_count = Counter(
             "raylane_scored_entities_total", "Entities a model version answered.", tag_keys=("version",)
         )
+        self.latency = Histogram(
+            "raylane_scoring_latency_ms",
+            "How long a request took to be scored (features and model), by the version that answered.",
+            boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000],
+            tag_keys=("version",),
+        )
         # Scoring (Feast's connection included) runs on the event loop; MLflow and log writes on
         # one I/O thread.
         self._io_pool = ThreadPoolExecutor(1, thread_name_prefix="raylane-io")
@@ -122,7 +129,7 @@ class Predictor:
         batcher: Any = self._infer
         batcher.set_max_batch_size(cfg.serve.batching.max_batch_size)
         batcher.set_batch_wait_timeout_s(cfg.serve.batching.batch_wait_timeout_s)
-        loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._follow_alias()), loop.create_task(self._flush_loop())]
         self.started = datetime.now(UTC).isoformat(timespec="seconds")
         self.served = 0
@@ -133,9 +140,9 @@ class Predictor:
     # ----- the model
 
     def _shadow_rows(self, rows: list[dict[str, Any]]) -> bool:
-        due = self.shadow_log.append(rows)
+        due = self.shadow_log.append(rows)  # on the shadow's thread: the event is the loop's
         if due:
-            self._flush_due.set()
+            self._loop.call_soon_threadsafe(self._flush_due.set)
         return due
 
     def _follow_rollout(self) -> None:
@@ -190,6 +197,7 @@ class Predictor:
         Raises:
             ApiError: an entity could not be scored (422 out of the model's range, 500 otherwise).
         """
+        start = time.perf_counter()
         model = self.follower.route(getattr(rows[0], self.key)) or self.model
         if self.serve_cfg.batching.enabled:
             results = list(await asyncio.gather(*(self._infer((model, row)) for row in rows)))
@@ -198,9 +206,14 @@ class Predictor:
         failed = [(i, r) for i, r in enumerate(results) if isinstance(r, Failed)]
         if failed:
             raise failure(failed, many=len(rows) > 1)
+        ms = (time.perf_counter() - start) * 1000
         self.served += len(rows)
         self.scored_count.inc(len(rows), {"version": model.version})
-        return model, [r for r in results if isinstance(r, Scored)]
+        self.latency.observe(ms, {"version": model.version})
+        scored = [r for r in results if isinstance(r, Scored)]
+        for r in scored:
+            r.latency_ms = ms
+        return model, scored
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def _infer(self, items: list[tuple[LoadedModel, Any]]) -> list[Scored | Failed]:
@@ -324,6 +337,7 @@ class Predictor:
                     **s.features,
                     "prediction": s.prediction,
                     **({"probabilities": s.probabilities} if s.probabilities is not None else {}),
+                    "latency_ms": s.latency_ms,
                 }
                 for row, s in zip(rows, scored, strict=True)
             ]

@@ -24,6 +24,7 @@ class Scored:
     features: dict[str, Any]
     known: bool  # False: no features in the online store (imputed)
     class_index: int | None = None  # multiclass: the predicted class's index (the monitor profiles it)
+    latency_ms: float | None = None  # how long its request took to be scored (features and model)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 Every request is answered by the champion. After the answer is made, the replica hands the
 request's feature rows (the exact values the champion scored: online features with the request's
 own values on top) to `Shadow`, which scores them with the ``challenger`` version on a thread of
-its own, off the response path, and logs the predictions with the challenger's version under the
+its own, off the response path (the requests that wait meanwhile in one call of the model),
+and logs the predictions with the challenger's version under the
 inference log's ``shadow`` folder (the same schema as ``predictions``, the same request ids). The
 monitor joins them with `/feedback` labels like the champion's, so each window shows both models'
 live metric on the same labelled requests.
@@ -20,6 +21,7 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +31,17 @@ if TYPE_CHECKING:
 __all__ = ["Shadow"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Shadowed:
+    """A served request waiting for the challenger."""
+
+    model: Any
+    request_id: str
+    keys: list[Any]
+    records: list[dict[str, Any]]
+    at: datetime
 
 
 class Shadow:
@@ -50,6 +63,8 @@ class Shadow:
         self.model: Any = None  # the challenger's LoadedModel, None when there is nothing to shadow
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="raylane-shadow")
         self._lock = threading.Lock()
+        self._queue: list[_Shadowed] = []  # requests waiting for the challenger
+        self._running = False  # a batch runner is scheduled
         self.pending = 0
         self.scored = self.dropped = self.failed = 0
         self._scored = Counter("raylane_shadow_predictions_total", "Entities the challenger scored in shadow.")
@@ -75,30 +90,58 @@ class Shadow:
                 self._dropped.inc(1)
                 return False
             self.pending += 1
-        self._pool.submit(self._run, model, request_id, keys, records, datetime.now(UTC))
+            self._queue.append(_Shadowed(model, request_id, keys, records, datetime.now(UTC)))
+            start, self._running = not self._running, True
+        if start:
+            self._pool.submit(self._run)
         return True
 
-    def _run(self, model: Any, request_id: str, keys: list[Any], records: list[dict[str, Any]], at: datetime) -> None:
-        try:
-            rows = self._score(model, request_id, keys, records, at)
-            self.scored += len(rows)
-            self._scored.inc(len(rows))
-            if rows:
-                self._append(rows)
-        except Exception:  # the challenger's failure is its own: counted, logged, never answered
-            self.failed += len(records)
-            self._failed.inc(len(records))
-            log.warning("raylane: the challenger v%s failed on request %s", model.version, request_id, exc_info=True)
-        finally:
+    def _run(self) -> None:
+        """Score what waits, as one batch per version (one call of the model for many requests),
+        until nothing waits."""
+        while True:
             with self._lock:
-                self.pending -= 1
+                items, self._queue = self._queue, []
+                if not items:
+                    self._running = False
+                    return
+            by_version: dict[str, list[_Shadowed]] = {}
+            for item in items:
+                by_version.setdefault(item.model.version, []).append(item)
+            for group in by_version.values():
+                self._run_batch(group)
+            with self._lock:
+                self.pending -= len(items)
 
-    def _score(
-        self, model: Any, request_id: str, keys: list[Any], records: list[dict[str, Any]], at: datetime
-    ) -> list[dict[str, Any]]:
+    def _run_batch(self, items: list[_Shadowed]) -> None:
+        try:
+            rows = self._score(items)
+        except Exception:  # the challenger's failure is its own: counted, logged, never answered
+            if len(items) > 1:  # each request alone, so one failure costs only its own rows
+                for item in items:
+                    self._run_batch([item])
+                return
+            self.failed += len(items[0].records)
+            self._failed.inc(len(items[0].records))
+            log.warning(
+                "raylane: the challenger v%s failed on request %s",
+                items[0].model.version,
+                items[0].request_id,
+                exc_info=True,
+            )
+            return
+        self.scored += len(rows)
+        self._scored.inc(len(rows))
+        if rows:
+            self._append(rows)
+
+    def _score(self, items: list[_Shadowed]) -> list[dict[str, Any]]:
         import numpy as np
         import pandas as pd
 
+        model = items[0].model
+        records = [r for item in items for r in item.records]
+        whose = [(item, key) for item in items for key in item.keys]
         frame = pd.DataFrame.from_records(records, columns=self.feature_names).astype(object)
         pred = model.bundle.predict(frame)
         finite = np.isfinite(pred.reshape(len(records), -1)).all(axis=1)
@@ -110,12 +153,13 @@ class Shadow:
                 self.failed += 1
                 self._failed.inc(1)
                 continue
+            item, key = whose[i]
             row = {
-                "request_id": request_id,
-                "ts": at,
+                "request_id": item.request_id,
+                "ts": item.at,
                 "model_name": model.name,
                 "model_version": model.version,
-                self.key: keys[i],
+                self.key: key,
                 **record,
             }
             if classes is None:
