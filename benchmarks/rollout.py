@@ -60,6 +60,7 @@ def main() -> None:
             "serve.model_poll_s=0.5",
             "serve.rollout.steps=[50]",
             "serve.rollout.min_labels=1000000",  # the monitor never ends the canary during the benchmark
+            "monitor.triggers.drifted_features=null",  # no retrain competes for the CPU
         ]
         cfg = example_project(Path(tmp), overrides=overrides)
         ingest(cfg)
@@ -88,7 +89,11 @@ def main() -> None:
                 for c in (1, 8):
                     results[mode][c].append(run_load(url + "/predict", body, concurrency=c, duration_s=args.seconds))
                 if mode != "off":
-                    reg.end_rollout("abort", "benchmark round over")
+                    if reg.current_rollout() is None:  # the monitor ended it: a guard tripped
+                        tags = reg.version(version).tags
+                        print(f"the monitor ended the {mode} rollout early: {tags.get('rollout.reason')}")
+                    else:
+                        reg.end_rollout("abort", "benchmark round over")
         undeploy(cfg)
 
     print(f"\nmedian of {args.rounds} rounds of {args.seconds:g} s, one replica, raylane's load generator")

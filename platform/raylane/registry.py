@@ -136,15 +136,22 @@ class Registry:
     # ----- writing
 
     def register(self, model_uri: str, run_id: str, tags: dict[str, str]) -> str:
-        """A new version with alias ``challenger``; returns its number."""
+        """A new version with alias ``challenger``; returns its number.
+
+        While a rollout is in progress its version keeps ``challenger``: a new version (a retrain's,
+        a sweep's) takes the alias only by starting its own rollout, which supersedes that one
+        (`start_rollout`), or by being promoted; one that fails the gate leaves the rollout as it was.
+        """
         from mlflow.exceptions import MlflowException
 
         try:
             self.client.get_registered_model(self.name)
         except MlflowException:
             self.client.create_registered_model(self.name, description=f"raylane project {self.cfg.project}")
+        in_progress = self.current_rollout()
         mv = self.client.create_model_version(self.name, model_uri, run_id=run_id, tags=tags)
-        self.client.set_registered_model_alias(self.name, CHALLENGER, mv.version)
+        if in_progress is None:
+            self.client.set_registered_model_alias(self.name, CHALLENGER, mv.version)
         return str(mv.version)
 
     def evaluate(self, version: str, holdout: pd.DataFrame) -> dict[str, float]:
@@ -251,6 +258,11 @@ class Registry:
     def promote(self, version: str, reason: str) -> None:
         """Move ``champion`` to ``version`` and append it to the champion history."""
         self.version(version)  # fail before moving anything
+        rollout = self.current_rollout()
+        if rollout is not None and rollout.challenger != str(version):  # another version won meanwhile
+            self._tag(
+                rollout.challenger, {"rollout.reason": f"superseded: v{version} promoted", "rollout": "superseded"}
+            )
         history = self._history()
         self.client.set_registered_model_alias(self.name, CHAMPION, version)
         history.append(str(version))

@@ -577,6 +577,8 @@ def test_canary_of_a_worse_challenger_is_aborted_at_its_first_step(served: Serve
     cfg = served.cfg
     reg = Registry(cfg)
     champion, worse = _start_canary(served)
+    other = _register_variant(cfg, 2.0)  # registered meanwhile (a retrain's, before its gate)
+    assert reg.current_rollout().challenger == worse and reg.rollout()[1] == worse, other
     bodies = _entities(cfg, 600, 600_000)
     labels = _labels_ranked_by(cfg, champion, bodies)
     answers = _send(served, bodies, labels)
@@ -590,6 +592,7 @@ def test_canary_of_a_worse_challenger_is_aborted_at_its_first_step(served: Serve
     assert reg.version(worse).tags["rollout"] == "aborted"
     _wait_for(lambda: _rollout(served)["active"] is None, 30, "the replicas to drop the canary")
     assert {a["model"]["version"] for a in _send(served, bodies[:100])} == {champion}
+    assert reg.version(other).aliases == [] and "rollout" not in reg.version(other).tags
 
 
 def test_canary_of_a_better_challenger_is_promoted_after_its_steps_across_a_monitor_restart(

@@ -290,3 +290,23 @@ def test_cli_lineage_and_registry_commands(
     assert main(["lineage", config, "churn/99"]) == 2
     assert "no model version 'churn/99'" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_rollout_keeps_its_challenger_until_another_version_is_promoted(
+    trained: tuple[ProjectConfig, object],
+) -> None:
+    """A version registered during a rollout (a retrain's, before its gate) leaves the rollout as it
+    was; promoting another version ends it as superseded."""
+    cfg, _ = trained
+    reg = Registry(cfg)
+    champion = reg.champion()
+    first = reg.register(champion.source, champion.run_id, dict(champion.tags))
+    reg.start_rollout(first, "shadow")
+    later = reg.register(champion.source, champion.run_id, dict(champion.tags))
+    rollout = reg.current_rollout()
+    assert rollout is not None and rollout.challenger == first and reg.aliases()["challenger"] == first
+    reg.promote(later, "by hand, beside a rollout")
+    assert reg.current_rollout() is None
+    tags = reg.version(first).tags
+    assert tags["rollout"] == "superseded" and tags["rollout.reason"] == f"superseded: v{later} promoted"
+    assert reg.rollback() == (later, str(champion.version))
