@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from raylane.config import ProjectConfig
     from raylane.registry import Rollout
 
-__all__ = ["LATENCY_MIN", "Verdict", "judge"]
+__all__ = ["Verdict", "judge"]
 
 LATENCY_MIN = 100  # answers per version at a step before their p99 latencies are compared
 
@@ -149,7 +149,7 @@ def _latency_guard(
     version = step["model_version"].astype(str)
     p99: dict[str, float | None] = {}
     for who, v in (("challenger", rollout.challenger), ("champion", rollout.champion)):
-        ms = step.loc[version == v, "latency_ms"].to_numpy(dtype=float) if "latency_ms" in step else np.empty(0)
+        ms = step.loc[version == v, "latency_ms"].to_numpy(dtype=float)
         ms = ms[np.isfinite(ms)]
         p99[who] = round(float(np.quantile(ms, 0.99)), 3) if len(ms) >= need else None
     ours, theirs = p99["challenger"], p99["champion"]
