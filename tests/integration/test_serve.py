@@ -377,6 +377,24 @@ def _rollout(served: Served) -> dict[str, Any]:
     return dict(httpx.get(served.url + "/metadata", timeout=30).json()["rollout"])
 
 
+def _every_replica(served: Served, check: Any) -> bool:
+    """Whether ``check(model_version, active_rollout)`` holds on every running replica: /metadata
+    is asked until each of them answered (the router picks one per call), and is False as soon as
+    one answer fails it."""
+    from ray import serve
+
+    states = serve.status().applications[served.cfg.project].deployments["Predictor"].replica_states
+    running, seen = int(states.get("RUNNING", 0)), set()
+    for _ in range(20 * max(running, 1)):
+        m = httpx.get(served.url + "/metadata", timeout=30).json()
+        if not check(m["model"]["version"], m["rollout"]["active"] or {}):
+            return False
+        seen.add(m["replica"])
+        if len(seen) >= running:
+            return True
+    return False
+
+
 def _wait_for(predicate: Any, timeout_s: float, what: str) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -401,9 +419,9 @@ def test_shadow_rollout_answers_with_the_champion_and_logs_the_challenger(
     assert reg.start_rollout(challenger, "shadow").percent == 0
     # every replica follows the registry (both must shadow before the requests count)
     _wait_for(
-        lambda: all((_rollout(served)["active"] or {}).get("challenger") == challenger for _ in range(6)),
+        lambda: _every_replica(served, lambda _, active: active.get("challenger") == challenger),
         60,
-        "the replicas to shadow the challenger",
+        "every replica to shadow the challenger",
     )
     assert _rollout(served)["active"]["mode"] == "shadow"
     keys = served.keys[:20]
@@ -448,7 +466,7 @@ def test_shadow_rollout_answers_with_the_champion_and_logs_the_challenger(
     assert f"rollout of version {challenger} aborted; champion stays version {champion}" in capsys.readouterr().out
     assert reg.current_rollout() is None and reg.version(challenger).tags["rollout"] == "aborted"
     assert reg.rollout() == (champion, challenger)  # it keeps its alias
-    _wait_for(lambda: _rollout(served)["active"] is None, 30, "shadowing to stop")
+    _wait_for(lambda: _every_replica(served, lambda _, active: not active), 30, "shadowing to stop")
     assert main(["rollout", "abort", *args, "--reason", "again"]) == 2  # nothing left to abort
     assert "no rollout to abort" in capsys.readouterr().err
 
@@ -513,9 +531,9 @@ def test_canary_split_is_on_target_and_sticky_and_an_abort_returns_all_traffic_f
     challenger = _register_variant(cfg, -1.0)
     assert reg.start_rollout(challenger, "canary").percent == 10
     _wait_for(
-        lambda: all((_rollout(served)["active"] or {}).get("challenger") == challenger for _ in range(6)),
+        lambda: _every_replica(served, lambda _, active: active.get("challenger") == challenger),
         60,
-        "the replicas to follow the canary",
+        "every replica to follow the canary",
     )
     bodies = _entities(cfg, 1000, 500_000)
     answers = _send(served, bodies + bodies)  # 2,000 requests: each entity twice
@@ -566,7 +584,9 @@ def _start_canary(served: Served) -> tuple[str, str]:
     reg = Registry(served.cfg)
     champion, challenger = str(reg.champion().version), _register_variant(served.cfg, -1.0)
     reg.start_rollout(challenger, "canary")
-    _wait_for(lambda: (_rollout(served)["active"] or {}).get("challenger") == challenger, 60, "the canary")
+    _wait_for(
+        lambda: _every_replica(served, lambda _, active: active.get("challenger") == challenger), 60, "the canary"
+    )
     return champion, challenger
 
 
@@ -590,7 +610,11 @@ def test_canary_of_a_worse_challenger_is_aborted_at_its_first_step(served: Serve
     assert e["values"]["champion"] > e["values"]["challenger"]
     assert str(reg.champion().version) == champion and reg.current_rollout() is None
     assert reg.version(worse).tags["rollout"] == "aborted"
-    _wait_for(lambda: _rollout(served)["active"] is None, 30, "the replicas to drop the canary")
+    _wait_for(
+        lambda: _every_replica(served, lambda version, active: version == champion and not active),
+        30,
+        "every replica to drop the canary",
+    )
     assert {a["model"]["version"] for a in _send(served, bodies[:100])} == {champion}
     assert reg.version(other).aliases == [] and "rollout" not in reg.version(other).tags
 
@@ -615,7 +639,9 @@ def test_canary_of_a_better_challenger_is_promoted_after_its_steps_across_a_moni
     assert advanced["verdict"] == "advance" and advanced["evidence"]["step"] == 0
     assert reg.current_rollout().step == 1 and reg.current_rollout().percent == 50
     ray.kill(monitor_handle(cfg), no_restart=False)  # mid-rollout: Ray restarts it
-    _wait_for(lambda: (_rollout(served)["active"] or {}).get("percent") == 50, 30, "the replicas at 50 %")
+    _wait_for(
+        lambda: _every_replica(served, lambda _, active: active.get("percent") == 50), 30, "every replica at 50 %"
+    )
     second = _send(served, bodies[:200], labels)
     decisions = _wait_for(lambda: d if len(d := _rollout_decisions(cfg, better)) == 2 else None, 120, "promotion")
     assert [d["verdict"] for d in decisions] == ["advance", "promote"] and decisions[1]["evidence"]["step"] == 1
@@ -625,7 +651,11 @@ def test_canary_of_a_better_challenger_is_promoted_after_its_steps_across_a_moni
         assert a["model"]["version"] in (champion, better) and len(a["predictions"]) == 1
     share = sum(a["model"]["version"] == better for a in second) / len(second)
     assert 0.35 <= share <= 0.65  # about half at the second step
-    _wait_for(lambda: _rollout(served)["active"] is None, 30, "the replicas to end the rollout")
+    _wait_for(
+        lambda: _every_replica(served, lambda version, active: version == better and not active),
+        30,
+        "every replica on the promoted champion",
+    )
     assert {a["model"]["version"] for a in _send(served, bodies[:50])} == {better}
 
 

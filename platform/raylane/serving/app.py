@@ -111,6 +111,7 @@ class Predictor:
         # one I/O thread.
         self._io_pool = ThreadPoolExecutor(1, thread_name_prefix="raylane-io")
         self.replica = serve.get_replica_context().replica_tag if _in_serve() else "local"
+        rollout = self.registry.current_rollout()  # read before the alias: see _follow_alias
         self.model = self._load(self.registry.version(f"@{cfg.serve.model_alias}"), cfg.serve.model_alias)
         writer_id = hashlib.sha1(f"{self.replica}{uuid.uuid4()}".encode()).hexdigest()[:10]
         rows = cfg.serve.inference_log.flush_rows
@@ -121,8 +122,7 @@ class Predictor:
         self.failure_log = LogWriter(log_dir(cfg), "failures", failure_schema(cfg), rows, writer_id)
         self.shadow = Shadow(cfg, self.key, self.feature_names, self._shadow_rows)
         self.follower = RolloutFollower(self.shadow)
-        with contextlib.suppress(Exception):  # the registry is unreachable: the alias loop tries again
-            self._follow_rollout()
+        self._follow_rollout(rollout)  # ready only once it follows the rollout: a canary stays sticky
         self._flush_due = asyncio.Event()
         every = [cfg.serve.inference_log.flush_seconds, *([cfg.monitor.flush_seconds] if self.profiles else [])]
         self._flush_every = min(every)
@@ -145,8 +145,7 @@ class Predictor:
             self._loop.call_soon_threadsafe(self._flush_due.set)
         return due
 
-    def _follow_rollout(self) -> None:
-        rollout = self.registry.current_rollout()
+    def _follow_rollout(self, rollout: Any) -> None:
         self.follower.follow(rollout, self.model.version, lambda v: self._load(self.registry.version(v), "challenger"))
 
     def _load(self, mv: Any, alias: str) -> LoadedModel:
@@ -166,18 +165,23 @@ class Predictor:
         )
 
     async def _follow_alias(self) -> None:
-        """Switch to the version the alias points at, whenever it moves."""
+        """Switch to the version the alias points at, whenever it moves, and follow the rollout.
+
+        The rollout is read before the alias: a promotion moves the alias first and then ends the
+        rollout, so a poll that straddles it sees either the old pair, or the new champion beside a
+        rollout whose challenger it now is (nothing to route); never the old champion alone."""
         loop = asyncio.get_running_loop()
         alias = self.serve_cfg.model_alias
         while True:
             await asyncio.sleep(self.serve_cfg.model_poll_s)
             try:
+                rollout = await loop.run_in_executor(self._io_pool, self.registry.current_rollout)
                 mv = await loop.run_in_executor(self._io_pool, self.registry.version, f"@{alias}")
                 if str(mv.version) != self.model.version:
                     new = await loop.run_in_executor(self._io_pool, self._load, mv, alias)
                     old, self.model = self.model.version, new
                     log.info("raylane: %s moved, serving version %s (was %s)", alias, new.version, old)
-                await loop.run_in_executor(self._io_pool, self._follow_rollout)
+                await loop.run_in_executor(self._io_pool, self._follow_rollout, rollout)
             except asyncio.CancelledError:
                 raise
             except Exception:  # the registry is unreachable or the version broken: keep the current model
