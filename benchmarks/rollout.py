@@ -3,8 +3,8 @@
 One replica serves the churn example's champion; a second version (the same artifact registered
 again) is the challenger. Rounds alternate: no rollout, then a shadow rollout of the challenger
 (every answered request also scored by it, off the response path), then a canary at 50 %; each
-switch waits until the replica follows it (``/metadata``) and 2 s of load (a shadow's scorer
-process starts). The load is a closed loop at
+switch waits until the replica follows it (``/metadata``), then 2 s of unmeasured load (every
+mode alike: what is measured is the steady state, not the switch). The load is a closed loop at
 concurrency 1 and 8 by raylane's load generator. Prints p50/p99 and throughput per mode (median of
 the rounds) and the ratio p50(shadow) / p50(off), target <= 1.2.
 
@@ -87,7 +87,7 @@ def main() -> None:
                     version = reg.register(champion.source, champion.run_id, dict(champion.tags))
                     reg.start_rollout(version, mode.split()[0])
                     _follow(url, mode.split()[0])
-                run_load(url + "/predict", body, concurrency=4, duration_s=2)  # steady state: a shadow's scorer is up
+                run_load(url + "/predict", body, concurrency=4, duration_s=2)  # unmeasured: past the switch
                 for c in (1, 8):
                     results[mode][c].append(run_load(url + "/predict", body, concurrency=c, duration_s=args.seconds))
                 if mode == "shadow":  # what the challenger did meanwhile

@@ -46,6 +46,7 @@ from raylane.serving.shadow import Shadow
 
 if TYPE_CHECKING:
     from raylane.bundle import ModelBundle
+    from raylane.registry import Rollout
 
 __all__ = ["Failed", "LoadedModel", "Predictor", "Scored", "isolated"]
 
@@ -145,7 +146,7 @@ class Predictor:
             self._loop.call_soon_threadsafe(self._flush_due.set)
         return due
 
-    def _follow_rollout(self, rollout: Any) -> None:
+    def _follow_rollout(self, rollout: Rollout | None) -> None:
         self.follower.follow(rollout, self.model.version, lambda v: self._load(self.registry.version(v), "challenger"))
 
     def _load(self, mv: Any, alias: str) -> LoadedModel:
