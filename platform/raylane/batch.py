@@ -51,6 +51,13 @@ SUMMARY = "_summary.json"
 TASK_CPUS = 0.1  # what each read, time and write task reserves: the scoring actors get the rest
 
 
+def _tasks(cfg: ProjectConfig) -> int:
+    """How many read, time and write tasks run at once: as many as scoring actors (2 at least).
+    Without a bound Ray Data runs one per `TASK_CPUS` (20 on 2 CPUs), each in a worker process
+    of its own, so the job's memory grew with the rows (more blocks, more processes)."""
+    return max(2, cfg.batch.concurrency)
+
+
 @dataclass
 class BatchReport:
     """What a batch scoring run did (also its ``_summary.json``)."""
@@ -143,7 +150,10 @@ def _predict(
     if rows_in == 0:
         raise UserError(f"--entities {entities}: no rows to score", fix="pass a file or folder with entity rows")
     ds = raw.map_batches(
-        _AsOf(_time_column(cfg), as_of or datetime.now(UTC)), batch_format="pandas", num_cpus=TASK_CPUS
+        _AsOf(_time_column(cfg), as_of or datetime.now(UTC)),
+        batch_format="pandas",
+        num_cpus=TASK_CPUS,
+        concurrency=_tasks(cfg),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.raylane-{uuid.uuid4().hex[:8]}"
@@ -189,7 +199,7 @@ def _predict(
                 num_cpus=cpus,
                 num_gpus=b.num_gpus,
             )
-            scored.write_parquet(str(tmp), ray_remote_args={"num_cpus": TASK_CPUS})
+            scored.write_parquet(str(tmp), ray_remote_args={"num_cpus": TASK_CPUS}, concurrency=_tasks(cfg))
             rows_out, missing = _counts(tmp)
             meta = {"run_id": run_id, "model_version": str(version.version), "started_at": began.isoformat()}
             window = _report_to_monitor(cfg, profiles, meta | {"rows": rows_out}) if watched else None
@@ -257,7 +267,7 @@ def _read(cfg: ProjectConfig, entities: str) -> Any:
         raise UserError(f"--entities {path}: no such file or folder", fix="pass a parquet or csv file or folder")
     csv = path.suffix in (".csv", ".gz") or (path.is_dir() and any(path.glob("*.csv")))
     read = ray.data.read_csv if csv else ray.data.read_parquet
-    ds = read(str(path), num_cpus=TASK_CPUS)
+    ds = read(str(path), num_cpus=TASK_CPUS, concurrency=_tasks(cfg))
     schema = ds.schema()
     if schema is None or key not in schema.names:
         raise UserError(

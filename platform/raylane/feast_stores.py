@@ -15,10 +15,36 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
-from feast.infra.key_encoding_utils import serialize_entity_key
-from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig, _table_id
-from feast.repo_config import RepoConfig
-from feast.utils import to_naive_utc
+
+def _unchecked(target: Any = None, **_: Any) -> Any:
+    return target if target is not None else _unchecked
+
+
+def _import_feast() -> None:
+    """Import Feast with typeguard's ``@typechecked`` as a no-op while its modules load.
+
+    Feast decorates its core classes with ``@typechecked``, which re-parses and recompiles each
+    module's source at import: about 2 s of every fresh process that imports Feast (the CLI, each
+    scoring actor, each Serve replica), half of ``import feast``. raylane builds Feast's objects
+    from a validated config, so those run-time checks of Feast's arguments add nothing. Only the
+    modules loaded here are affected: typeguard is restored at once, for every other library."""
+    import typeguard
+
+    checked = typeguard.typechecked
+    typeguard.typechecked = _unchecked
+    try:
+        import feast
+        import feast.infra.online_stores.sqlite  # noqa: F401
+    finally:
+        typeguard.typechecked = checked
+
+
+_import_feast()
+
+from feast.infra.key_encoding_utils import serialize_entity_key  # noqa: E402
+from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig, _table_id  # noqa: E402
+from feast.repo_config import RepoConfig  # noqa: E402
+from feast.utils import to_naive_utc  # noqa: E402
 
 __all__ = ["MonotonicSqliteOnlineStore", "MonotonicSqliteOnlineStoreConfig"]
 

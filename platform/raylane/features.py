@@ -74,6 +74,7 @@ def _feast_type(dtype: ColumnType) -> Any:
 
 def feast_objects(cfg: ProjectConfig) -> dict[str, Any]:
     """The Feast objects the config declares, by Python name: entity, sources, views, service."""
+    import raylane.feast_stores  # noqa: F401, I001  (imports Feast first, without typeguard: see there)
     from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
     from feast.data_format import ParquetFormat
     from feast.types import UnixTimestamp
