@@ -126,7 +126,10 @@ class ModelBundle:
             if spec.get("loop_hash") and bundle.loop.hash != spec["loop_hash"]:
                 raise ValueError(f"{folder}: loop/ does not match the loop_hash in spec.json; the artifact was altered")
         state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
-        bundle.model.load_state_dict(state)
+        try:
+            bundle.model.load_state_dict(state)
+        except RuntimeError as exc:  # shapes that do not fit: the spec and the weights disagree
+            raise ValueError(f"{folder}: model.pt does not fit spec.json; the artifact is damaged: {exc}") from None
         bundle.model.eval()
         return bundle
 

@@ -120,3 +120,12 @@ def test_a_model_artifact_that_declares_more_than_its_weights_is_refused(tmp_pat
     (folder / "spec.json").write_text(json.dumps(spec))
     with pytest.raises(ValueError, match="less than or equal to 16384"):
         ModelBundle.load(folder)
+    spec["params"]["hidden_layers"] = [8, 4]
+    spec["params"]["embedding_dim"] = 64  # within the bound and the file's size, but not its shapes
+    (folder / "spec.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match=r"model\.pt does not fit spec\.json"):
+        ModelBundle.load(folder)
+    spec["params"]["embedding_dim"] = 10**9
+    (folder / "spec.json").write_text(json.dumps(spec))
+    with pytest.raises(ValueError, match="less than or equal to 16384"):
+        ModelBundle.load(folder)

@@ -95,3 +95,38 @@ def test_token_mode_is_set_before_ray_is_imported() -> None:
         [sys.executable, "-c", code], env={**env, "RAY_AUTH_MODE": "disabled"}, capture_output=True, text=True
     )
     assert off.stdout.strip() == "False", off.stderr[-2000:]
+
+
+@pytest.mark.parametrize("same_start", [False, True])
+def test_cluster_down_signals_a_recorded_node_only_while_its_pid_is_still_that_node(
+    tmp_path: Path, same_start: bool
+) -> None:
+    from dataclasses import asdict
+
+    from raylane import cluster
+
+    env = {"CHURN_DATA": str(tmp_path / "data"), "RAYLANE_STORAGE": str(tmp_path / "store")}
+    cfg = load_config(example_config_path(), env=env)
+    proc = _sleeper()  # its command line says "ray" (raylane-test), as a `ray start` node's does
+    try:
+        started = started_at(proc.pid) - (0 if same_start else 3600)
+        node = cluster.Node(role="head", pid=proc.pid, num_cpus=1, log=str(tmp_path / "head.log"), started=started)
+        record = cluster.LocalCluster(
+            name="local",
+            address="127.0.0.1:1",
+            dashboard_url="http://127.0.0.1:1",
+            token_file=str(tmp_path / "token"),
+            started_at="2026-01-01T00:00:00+00:00",
+            nodes=[node],
+        )
+        path = cluster.record_path(cfg)
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(asdict(record)))
+        assert cluster.down(cfg) is not None and not path.exists()
+        if same_start:  # still the recorded node: stopped
+            assert proc.wait(30) is not None
+        else:  # a reused pid: left alone
+            assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()

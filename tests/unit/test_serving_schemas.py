@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -175,3 +176,22 @@ def test_inference_log_joins_feedback_per_entity_or_per_request(cfg: ProjectConf
 def test_an_empty_log_reads_as_an_empty_frame(cfg: ProjectConfig) -> None:
     log = read(cfg)
     assert log.empty and {"request_id", "customer_id", "prediction", "label"} <= set(log.columns)
+
+
+def test_feedback_for_a_multiclass_model_names_its_classes_and_needs_an_issued_id() -> None:
+    from types import SimpleNamespace
+
+    from raylane.serving.api import ApiError, _check_feedback
+
+    ids = RequestIds("ab" * 32)
+    bundle = SimpleNamespace(pre=SimpleNamespace(classes=["billing", "bug", "login"]))
+    task = SimpleNamespace(model=SimpleNamespace(task="multiclass"))
+    replica: Any = SimpleNamespace(request_ids=ids, cfg=task, model=SimpleNamespace(bundle=bundle))
+    served = ids.new()
+    _check_feedback(replica, SimpleNamespace(request_id=served, label="bug"))  # a class: accepted
+    with pytest.raises(ApiError) as refused:
+        _check_feedback(replica, SimpleNamespace(request_id=served, label="refund"))
+    assert refused.value.status == 422 and "['billing', 'bug', 'login']" in str(refused.value)
+    with pytest.raises(ApiError) as unknown:
+        _check_feedback(replica, SimpleNamespace(request_id=RequestIds("cd" * 32).new(), label="bug"))
+    assert unknown.value.status == 404
