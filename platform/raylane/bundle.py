@@ -110,7 +110,7 @@ class ModelBundle:
             raise ValueError(f"{folder}: code/ does not match the code_hash in spec.json; the artifact was altered")
         params = spec["params"] if "params" in spec else {k: getattr(model_cfg, k) for k in BUILTIN_PARAMS}
         try:
-            with torch.device("meta"):
+            with torch.device("meta"), _SkipInit():
                 declared = sum(t.numel() for t in make_model(model_cfg, pre, params, code).state_dict().values())
         except Exception:  # a user model that cannot be built without memory: its real build is checked below
             declared = 0
@@ -163,6 +163,18 @@ class ModelBundle:
         if self.pre.task == "regression":
             return frame[self.pre.label].to_numpy(dtype=np.float64)
         return y
+
+
+class _SkipInit(torch.overrides.TorchFunctionMode):
+    """Skips ``torch.nn.init`` while a model is built on the ``meta`` device only to count its
+    parameters: meta tensors hold no values, and some initializers (``normal_``) would import
+    ``torch._dynamo`` to run there (~0.9 s in every process that loads a model)."""
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **kwargs)
 
 
 def _unwrap(model: Any) -> Any:

@@ -129,3 +129,29 @@ def test_a_model_artifact_that_declares_more_than_its_weights_is_refused(tmp_pat
     (folder / "spec.json").write_text(json.dumps(spec))
     with pytest.raises(ValueError, match="less than or equal to 16384"):
         ModelBundle.load(folder)
+
+
+def test_loading_a_model_counts_its_parameters_without_importing_torch_dynamo(tmp_path: Path) -> None:
+    """The size check builds the model on the meta device with its initializers skipped: in a
+    fresh process, loading a bundle with embeddings leaves ``torch._dynamo`` unimported (~0.9 s)."""
+    import subprocess
+    import sys
+
+    from raylane.bundle import ModelBundle
+    from raylane.config import ModelConfig
+
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "c": ["a", "b", "a", "b"], "y": [0, 1, 0, 1]})
+    pre = fit_frame(frame, dtypes={"x": "float64", "c": "string"}, label="y", task="binary", max_categories=10)
+    params = {"hidden_layers": [8], "dropout": 0.1, "activation": "relu", "embedding_dim": 4}
+    bundle = ModelBundle.create(ModelConfig(task="binary", hidden_layers=[8]), pre, ["x", "c"], params)
+    folder = bundle.save(tmp_path / "b")
+    probe = (
+        "import sys; from pathlib import Path; import pandas as pd; from raylane.bundle import ModelBundle;"
+        f"b = ModelBundle.load(Path({str(folder)!r}));"
+        "p = b.predict(pd.DataFrame({'x': [1.0, 9.0], 'c': ['a', 'z']}));"
+        "print(len(p), 'torch._dynamo' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["2", "False"]
+    expected = bundle.predict(pd.DataFrame({"x": [1.0, 9.0], "c": ["a", "z"]}))
+    assert np.allclose(ModelBundle.load(folder).predict(pd.DataFrame({"x": [1.0, 9.0], "c": ["a", "z"]})), expected)
