@@ -279,9 +279,34 @@ def test_deploy_waits_out_a_serve_proxy_killed_while_it_waits_for_the_applicatio
         undeploy(cfg, name="proxykill")
 
 
+def _profiled_rows(cfg: ProjectConfig) -> int:
+    """The rows the project's monitor has counted: its closed windows and its open one."""
+    import ray
+
+    from raylane.monitoring import monitor_handle, read_windows
+
+    open_rows = ray.get(monitor_handle(cfg).status.remote(), timeout=60)["open_window"]["rows"]
+    return sum(w["rows"] for w in read_windows(cfg)) + int(open_rows)
+
+
+def _settled(count: Any, timeout_s: float = 60) -> int:
+    """``count()`` once it stopped moving for 3 s (the replicas flush every 0.5 s)."""
+    deadline = time.monotonic() + timeout_s
+    last, since = count(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = count()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= 3:
+            return int(last)
+    return int(last)
+
+
 def test_bad_input_gets_a_4xx_naming_the_problem_and_no_replica_dies(served: Served) -> None:
     before = _replicas()
     assert len(before) >= 2 and len(BAD_INPUTS) >= 30
+    profiled, logged = _settled(lambda: _profiled_rows(served.cfg)), _settled(lambda: len(read_log(served.cfg)))
     issued = served.post(json={"customer_id": served.keys[0]}).json()["request_id"]
     for name, case, status, words in BAD_INPUTS:
         r = _send_bad(served, case, issued)
@@ -290,6 +315,9 @@ def test_bad_input_gets_a_4xx_naming_the_problem_and_no_replica_dies(served: Ser
     # the replicas are the same processes; good input still works
     assert set(before.items()) <= set(_replicas().items())
     assert served.post(json={"customer_id": served.keys[0]}).status_code == 200
+    # a refused request is neither logged nor profiled: its junk never counts as drift
+    assert _settled(lambda: len(read_log(served.cfg))) - logged == 2
+    assert _settled(lambda: _profiled_rows(served.cfg)) - profiled == 2
 
 
 def test_one_bad_request_never_fails_its_concurrent_neighbours(served: Served) -> None:
@@ -322,10 +350,49 @@ def test_every_listening_socket_of_the_stack_is_on_loopback(served: Served) -> N
     assert any(port == served.cfg.serve.port for _, port, _ in sockets)
 
 
-def test_healthz_reports_the_inference_log(served: Served) -> None:
+def test_healthz_reports_a_stuck_log_writer_and_its_rows_wait_for_the_disk(served: Served) -> None:
+    """The predictions folder replaced by a file (a disk the writer cannot use, even as root):
+    /healthz says `degraded` and why, the answers keep coming, and once the folder is back the
+    buffered rows are written: none lost."""
+    from raylane.inference_log import log_dir
+
     health = httpx.get(served.url + "/healthz").json()
     assert health["status"] == "ok" and health["inference_log"]["stuck"] is False
     assert health["inference_log"]["rows_rejected"] == 0
+    folder = log_dir(served.cfg) / "predictions"
+    aside = folder.with_name("predictions.aside")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    if folder.exists():
+        folder.rename(aside)
+    folder.write_text("")
+    answered: list[str] = []
+    degraded: dict[str, Any] = {}
+    try:
+        deadline = time.monotonic() + 60
+        while not degraded and time.monotonic() < deadline:  # each replica flushes every 0.5 s
+            r = served.post(json={"customer_id": served.keys[len(answered) % len(served.keys)]})
+            assert r.status_code == 200, r.text
+            answered.append(r.json()["request_id"])
+            h = httpx.get(served.url + "/healthz").json()
+            degraded = h if h["status"] == "degraded" else {}
+            time.sleep(0.2)
+        assert degraded, "no replica reported its stuck writer within 60 s"
+        errors = degraded["inference_log"]["errors"]
+        assert degraded["inference_log"]["stuck"] and list(errors) == ["predictions"], degraded
+        assert "Error" in errors["predictions"]["error"] and errors["predictions"]["failing_since"]
+        assert degraded["log_rows_pending"] > 0
+    finally:
+        folder.unlink()
+        if aside.exists():
+            aside.rename(folder)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        states = {httpx.get(served.url + "/healthz").json()["status"] for _ in range(6)}
+        if states == {"ok"} and set(answered) <= set(read_log(served.cfg)["request_id"]):
+            break
+        time.sleep(0.5)
+    assert states == {"ok"}, states
+    assert set(answered) <= set(read_log(served.cfg)["request_id"])  # the buffered rows were written
 
 
 def test_api_key(served: Served) -> None:
@@ -825,29 +892,11 @@ def test_the_monitor_restarts_mid_window_and_counts_every_request_once(served: S
     Ray restarts it from its stored state, and the rows it counted equal the requests sent."""
     import ray
 
-    from raylane.monitoring import monitor_handle, read_windows
+    from raylane.monitoring import monitor_handle
 
     cfg = served.cfg
     handle = monitor_handle(cfg)
-
-    def counted() -> int:
-        open_rows = ray.get(handle.status.remote(), timeout=60)["open_window"]["rows"]
-        return sum(w["rows"] for w in read_windows(cfg)) + int(open_rows)
-
-    def settled(timeout_s: float = 60) -> int:
-        """The count once it stopped moving for 3 s (the replicas flush every 0.5 s)."""
-        deadline = time.monotonic() + timeout_s
-        last, since = counted(), time.monotonic()
-        while time.monotonic() < deadline:
-            time.sleep(0.5)
-            now = counted()
-            if now != last:
-                last, since = now, time.monotonic()
-            elif time.monotonic() - since >= 3:
-                return last
-        return last
-
-    before = settled()
+    before = _settled(lambda: _profiled_rows(cfg))
     keys = served.keys
 
     def load(n: int) -> None:
@@ -863,7 +912,7 @@ def test_the_monitor_restarts_mid_window_and_counts_every_request_once(served: S
     load(150)
     ray.kill(handle, no_restart=False)  # mid-window: Ray restarts the actor
     load(150)
-    after = settled(90)
+    after = _settled(lambda: _profiled_rows(cfg), 90)
     assert after - before == 300
     status = ray.get(handle.status.remote())
     assert status["open_window"]["profiles"] > 0  # the window is still open: nothing was lost with it
