@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from raylane.cli._common import ConfigArg, SetOpt, embedded, err, fmt, foreground, load, on_ray, out, steps
+from raylane.cli._common import ConfigArg, SetOpt, embedded, fmt, foreground, load, on_ray, out, steps
 from raylane.config import ProjectConfig
 from raylane.errors import UserError
 
@@ -31,8 +31,6 @@ def serve_deploy(config: ConfigArg, set_: SetOpt = None) -> None:
     cfg = load(config, set_)
     local = embedded(cfg)
     preflight(cfg)  # a missing model, Feast repo or API key is reported before Ray starts
-    if warning := cfg.serve.exposure_warning:
-        err.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
     with steps() as step, on_ray(cfg):
         step(f"deploying {cfg.project} ({cfg.model_name}@{cfg.serve.model_alias}) on Ray Serve")
         record = deploy(cfg, embedded=local)
