@@ -333,6 +333,101 @@ def test_one_bad_request_never_fails_its_concurrent_neighbours(served: Served) -
             assert [r.status_code for r in answers[1:]] == [200] * 15, [r.text[:200] for r in answers[1:]]
 
 
+FRAGILE = """
+import torch
+from torch import nn
+
+
+class Fragile(nn.Module):
+    \"\"\"A linear model whose code raises on inputs far outside the training range.\"\"\"
+
+    def __init__(self, inputs, *, limit: float = 1000.0):
+        super().__init__()
+        self.limit = limit
+        self.linear = nn.Linear(inputs.num_width, inputs.out_dim)
+
+    def forward(self, batch):
+        if (batch["x_num"].abs() > self.limit).any():
+            raise RuntimeError("an input is outside what this model handles")
+        return self.linear(batch["x_num"])
+"""
+
+
+def _metric(name: str, **labels: str) -> float:
+    """The value of a Ray metric (summed over its series with these labels), from the head node's
+    Prometheus endpoint."""
+    import ray
+
+    port = next(n["MetricsExportPort"] for n in ray.nodes() if n["Alive"])
+    total = 0.0
+    for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text.splitlines():
+        series, _, value = line.rpartition(" ")
+        if series.split("{")[0].endswith(name) and all(f'{k}="{v}"' in series for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+def test_a_model_that_raises_on_one_entity_fails_that_request_alone(served: Served, tmp_path: Any) -> None:
+    """A champion whose own code raises on some inputs: in 5 rounds of 16 concurrent requests
+    (batched together by the replicas), the one it cannot score gets a 500 naming the model's
+    failure, its 15 neighbours are answered, and each failure is in the inference log's failures
+    and in ``raylane_scoring_failures_total`` (reason ``model_error``)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import UTC, datetime
+
+    import mlflow
+
+    from raylane.bundle import ModelBundle
+    from raylane.inference_log import read_failures
+    from raylane.model_code import ModelCode
+    from raylane.training.tracking import ensure_experiment, log_model
+
+    cfg = served.cfg
+    reg = Registry(cfg)
+    old, aliases = reg.champion(), reg.aliases()
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "fragile.py").write_text(FRAGILE)
+    base = reg.load_bundle(str(old.version))
+    code = ModelCode.capture("models/fragile.py:Fragile", tmp_path)
+    bundle = ModelBundle.create(base.model_cfg, base.pre, base.features, {"limit": 1000.0}, code)
+    ensure_experiment(cfg)
+    with mlflow.start_run(run_name="fragile") as run:
+        uri = log_model(bundle, FeatureRepo(cfg).training_set(), bundle.features, cfg.feature_specs())
+    fragile = reg.register(uri, run.info.run_id, {**old.tags, "parent_version": str(old.version)})
+    reg.promote(fragile, "a model whose code raises on far-out inputs")
+    try:
+        _wait_for(lambda: _every_replica(served, lambda v, _: v == fragile), 60, "every replica on the fragile model")
+        since = datetime.now(UTC)
+        bad = {"customer_id": served.keys[0], "tenure_months": 10**12}  # valid, but ~1e11 σ out
+        bodies: list[dict[str, Any]] = [bad] + [{"customer_id": k} for k in served.keys[1:16]]
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            for _ in range(5):
+                answers = list(pool.map(lambda b: served.post(json=b), bodies))
+                assert answers[0].status_code == 500, answers[0].text
+                assert "the model could not score this entity (RuntimeError)" in answers[0].json()["detail"]
+                assert [r.status_code for r in answers[1:]] == [200] * 15, [r.text[:200] for r in answers[1:]]
+                assert {r.json()["model"]["version"] for r in answers[1:]} == {fragile}
+
+        def failed() -> pd.DataFrame | None:
+            f = read_failures(cfg, since=since)
+            f = f[(f["ts"] >= since) & (f["model_version"].astype(str) == fragile)]
+            return f if len(f) >= 5 else None
+
+        logged = _wait_for(failed, 30, "the failures in the inference log")
+        assert len(logged) == 5 and set(logged["reason"]) == {"model_error"}
+        assert set(logged["customer_id"]) == {served.keys[0]}
+        _wait_for(
+            lambda: _metric("raylane_scoring_failures_total", reason="model_error", version=fragile) == 5,
+            60,
+            "raylane_scoring_failures_total to count the 5 failures",
+        )
+    finally:
+        reg.promote(str(old.version), "the fragile model's test is over")
+        if "challenger" in aliases:
+            reg.client.set_registered_model_alias(reg.name, "challenger", aliases["challenger"])
+        _wait_for(lambda: _every_replica(served, lambda v, _: v == str(old.version)), 60, "the champion back")
+
+
 def test_every_listening_socket_of_the_stack_is_on_loopback(served: Served) -> None:
     """Embedded Ray (GCS, raylet, agents, dashboard, metrics), Serve's proxy, the replicas and the
     monitor: what docs/security.md promises, observed. A new non-loopback listener fails here."""
