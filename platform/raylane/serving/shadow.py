@@ -3,7 +3,7 @@
 Every request is answered by the champion. After the answer is made, the replica hands the
 request's feature rows (the exact values the champion scored: online features with the request's
 own values on top) to `Shadow`, which scores them with the ``challenger`` version on a thread of
-its own, off the response path (the requests that wait meanwhile in one call of the model),
+its own, off the response path (the requests of ``GATHER_S`` in one call of the model),
 and logs the predictions with the challenger's version under the
 inference log's ``shadow`` folder (the same schema as ``predictions``, the same request ids). The
 monitor joins them with `/feedback` labels like the champion's, so each window shows both models'
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +32,11 @@ if TYPE_CHECKING:
 __all__ = ["Shadow"]
 
 log = logging.getLogger(__name__)
+
+GATHER_S = 0.05
+"""How long the shadow waits before scoring what is queued. Requests that arrive meanwhile are
+scored in the same call of the challenger: at low concurrency, one call per request would take the
+replica's interpreter lock between every two requests, and its cost per call is mostly fixed."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,7 @@ class Shadow:
         """Score what waits, as one batch per version (one call of the model for many requests),
         until nothing waits."""
         while True:
+            time.sleep(GATHER_S)
             with self._lock:
                 items, self._queue = self._queue, []
                 if not items:
