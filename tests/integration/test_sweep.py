@@ -38,16 +38,16 @@ SMALL = [
 ]
 
 
-def _children(cfg: ProjectConfig, parent_run_id: str) -> list[Any]:
+def _children(cfg: ProjectConfig, parent_run_id: str, *, lost: bool = False) -> list[Any]:
+    """The sweep's trial runs (``lost``: only the runs of trials lost with a dead driver)."""
     from mlflow import MlflowClient
 
     client = MlflowClient(cfg.mlflow_tracking_uri)
     experiment = client.get_experiment_by_name(cfg.mlflow_experiment)
-    return list(
-        client.search_runs(
-            [experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=100
-        )
+    found = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=100
     )
+    return [r for r in found if (r.data.tags.get("raylane.outcome") == "lost") == lost]
 
 
 def _best_kept(cfg: ProjectConfig, trial_id: str) -> float:
@@ -160,6 +160,15 @@ def swept(project: ProjectConfig, ray_runtime: Any, tmp_path_factory: pytest.Tem
     killed_ms = int(time.time() * 1000)
     time.sleep(3)  # Ray reaps the dead driver's trial actors
     killed_at = json.loads(state_file.read_text())
+    # What a driver that dies just after starting a trial leaves when Tune had not saved it yet: a
+    # RUNNING trial run that the resumed Tune does not know (it may or may not have happened above).
+    experiment = client.get_experiment_by_name(cfg.mlflow_experiment)
+    lost_tags = {"raylane.sweep": "six", "raylane.trial_id": "0000dead", "raylane.kind": "trial"}
+    lost = client.create_run(
+        experiment.experiment_id,
+        run_name="six/0000dead",
+        tags={**lost_tags, "mlflow.parentRunId": killed_at["parent_run_id"]},
+    )
 
     printed = io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
@@ -168,7 +177,7 @@ def swept(project: ProjectConfig, ray_runtime: Any, tmp_path_factory: pytest.Tem
         code = main(["sweep", str(example_config_path()), *[a for s in sets for a in ("--set", s)], "--resume"])
     assert code == 0, printed.getvalue()
     parent = client.get_run(killed_at["parent_run_id"])
-    return Swept(cfg, parent, printed.getvalue(), finished, interrupted, killed_at, killed_ms)
+    return Swept(cfg, parent, printed.getvalue(), finished, interrupted, killed_at, killed_ms, lost.info.run_id)
 
 
 @dataclass
@@ -180,6 +189,7 @@ class Swept:
     interrupted: set[str]  # trial ids 3 registered epochs into training when the driver died
     state_at_kill: dict[str, Any]
     killed_ms: int  # when the first driver was killed (epoch milliseconds, like MLflow's timestamps)
+    lost_run_id: str  # a trial run the resumed Tune does not know
 
 
 def test_a_sweep_of_six_optuna_trials_registers_its_best_trial(swept: Swept) -> None:
@@ -267,6 +277,25 @@ def test_resume_after_the_driver_was_killed(swept: Swept) -> None:
             resumed_from = {m.value for m in client.get_metric_history(run.info.run_id, "resumed_from")}
             assert max(resumed_from) >= 1, (run.data.tags["raylane.trial_id"], resumed_from)
     assert latest_sweep(cfg, unfinished=True) is None
+
+
+def test_a_trial_lost_with_the_dead_driver_ends_killed_not_running(swept: Swept) -> None:
+    """A trial run that Tune's saved state does not know is ended KILLED with outcome `lost` and a
+    note; it is not one of the sweep's trials (not in its summary, not registered)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(swept.cfg.mlflow_tracking_uri)
+    lost = _children(swept.cfg, swept.parent.info.run_id, lost=True)
+    assert swept.lost_run_id in {r.info.run_id for r in lost}
+    import json
+
+    summary = Path(client.download_artifacts(swept.parent.info.run_id, "sweep/trials.json"))
+    trials = {t["trial_id"] for t in json.loads(summary.read_text())["trials"]}
+    assert len(trials) == 6
+    for run in lost:
+        assert run.info.status == "KILLED" and run.info.end_time is not None
+        assert "before Ray Tune saved this trial" in run.data.tags["mlflow.note.content"]
+        assert run.data.tags["raylane.trial_id"] not in trials
 
 
 def test_a_resumed_optuna_sweep_keeps_its_searchers_history(swept: Swept) -> None:

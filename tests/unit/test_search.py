@@ -154,3 +154,26 @@ def test_rungs_name_the_best_trial_at_each_milestone() -> None:
     trials = [trial("a", {1: 0.6, 2: 0.7}), trial("b", {1: 0.65, 2: 0.66, 3: 0.7, 4: 0.71}), trial("c", {1: 0.5})]
     got = [(r.epoch, r.reached, r.best_trial, r.best) for r in rungs(cfg, trials, "max")]
     assert got == [(1, 3, "b", 0.65), (2, 2, "a", 0.7), (4, 1, "b", 0.71), (8, 0, None, None)]
+
+
+def test_trained_epochs_count_the_epochs_tune_never_saw_except_under_pbt() -> None:
+    """A trial whose driver died saw epochs 1–3; resumed, its Ray Train run went on from a checkpoint
+    of epoch 4 it had reached meanwhile (Tune never saw 4), then restarted once from epoch 5: 1, 2,
+    3, 5, 6, 6 and its final word. It trained 7 epochs. A PBT copy jumps to its donor's epoch untrained."""
+    import pandas as pd
+
+    from raylane.sweep.results import _history
+    from raylane.sweep.trial import BEST_SCORE
+
+    class Result:  # what `_history` reads of a ray.tune.Result
+        metrics_dataframe = pd.DataFrame(
+            {
+                "epochs_completed": [1, 2, 3, 5, 6, 6, 6],
+                "val_roc_auc": [0.6, 0.7, 0.72, 0.75, 0.74, 0.76, 0.76],
+                BEST_SCORE: [None] * 6 + [0.76],
+            }
+        )
+
+    history, trained = _history(Result(), "val_roc_auc", "max", copies=False)
+    assert history == {1: 0.6, 2: 0.7, 3: 0.72, 5: 0.75, 6: 0.76} and trained == 7
+    assert _history(Result(), "val_roc_auc", "max", copies=True)[1] == 6

@@ -127,7 +127,7 @@ def summaries(
     out = []
     for r in results:
         trial_id = trial_id_of(r)
-        history, trained = _history(r, val_key, mode)
+        history, trained = _history(r, val_key, mode, copies=cfg.tune.scheduler.type == "pbt")
         run = runs.get(trial_id)
         outcome = run.data.tags.get(Tag.OUTCOME, "not_run") if run is not None else "not_run"
         if r.error is not None:
@@ -149,9 +149,10 @@ def summaries(
     return out
 
 
-def _history(result: Any, val_key: str, mode: str) -> tuple[dict[int, float], int]:
+def _history(result: Any, val_key: str, mode: str, *, copies: bool) -> tuple[dict[int, float], int]:
     """A trial's metric at each epoch it completed (the best when it trained one twice) and how many
-    epochs it trained (its epoch reports, not its final word)."""
+    epochs it trained (from its epoch reports, not its final word; ``copies``: the scheduler may
+    start a trial from another's checkpoint, so only the reports count)."""
     frame = result.metrics_dataframe
     if frame is None or val_key not in frame or "epochs_completed" not in frame:
         return {}, 0
@@ -160,10 +161,15 @@ def _history(result: Any, val_key: str, mode: str) -> tuple[dict[int, float], in
     frame = frame.dropna(subset=[val_key, "epochs_completed"])
     pick = max if mode == "max" else min
     out: dict[int, float] = {}
+    trained, last = 0, 0
     for epoch, value in zip(frame["epochs_completed"], frame[val_key], strict=True):
         key = int(epoch)
         out[key] = pick(out[key], float(value)) if key in out else float(value)
-    return out, len(frame)
+        # Epochs a trial trained but Tune never recorded (reported while its driver was dead, or
+        # dropped by Ray Train) show as a jump; a PBT copy jumps to its donor's epoch untrained.
+        trained += 1 if copies else max(1, key - last)
+        last = key
+    return out, trained
 
 
 def rung_epochs(cfg: ProjectConfig) -> list[int]:

@@ -49,6 +49,7 @@ _STATE = "sweep.json"
 # takes no CPU (Tune needs some resource in a trial's bundle: one byte of memory).
 _TRIAL_RESOURCES: dict[str, float] = {"cpu": 0, "memory": 1}
 _NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}"
+_TUNE_SAVE_S = 2
 
 
 def sweeps_dir(cfg: ProjectConfig) -> Path:
@@ -99,6 +100,9 @@ def sweep(
     if resume:
         reclaim(state.doc.get("drivers", []), state.name)
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune saves its experiment state at most every 10 s by default; what it did since is lost to a
+    # driver that dies (a trial it just started, with its searcher's suggestion). Every 2 s narrows that.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", str(_TUNE_SAVE_S))
     prep = prepare(cfg, step=step)
     experiment = ensure_experiment(cfg)
     parent_run_id = _open_parent(cfg, prep, experiment.experiment_id, state)
@@ -305,6 +309,7 @@ def _conclude(
     client = MlflowClient(tracking_uri=cfg.mlflow_tracking_uri)
     val_key, mode = f"val_{prep.metric}", prep.mode
     trials = summaries(cfg, results, client, experiment_id, state.name, val_key, mode)
+    _end_lost_runs(client, experiment_id, state.name, {t.trial_id for t in trials})
     _stop_if_interrupted(cfg, state.name, results, trials, client, parent_run_id)
     best = _best_trial(state.name, trials, client, parent_run_id, val_key, mode)
     best_result = next(r for r in results if trial_id_of(r) == best.trial_id)
@@ -329,6 +334,29 @@ def _conclude(
     state.doc.update(status="finished", best_trial=best.trial_id, version=result.version)
     state.save()
     return out
+
+
+def _end_lost_runs(client: Any, experiment_id: str, name: str, known: set[str]) -> None:
+    """Trial runs that Tune does not know: trials a driver started after Tune last saved its state,
+    then died. The resumed Tune never runs them again (their searcher suggestion went with the
+    driver), so their runs end ``KILLED`` with outcome ``lost`` rather than stay ``RUNNING``."""
+    from mlflow.entities import RunTag
+
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{Tag.SWEEP}` = '{name}' and tags.`{Tag.KIND}` = 'trial'",
+        max_results=5000,
+    )
+    for run in found:
+        if run.data.tags.get(Tag.TRIAL_ID) in known or run.data.tags.get(Tag.OUTCOME) == "lost":
+            continue
+        note = (
+            "Started by a sweep driver that died before Ray Tune saved this trial in its experiment state;"
+            " the resumed sweep does not know it and never ran it again."
+        )
+        client.log_batch(run.info.run_id, tags=[RunTag(Tag.OUTCOME, "lost"), RunTag("mlflow.note.content", note)])
+        client.set_terminated(run.info.run_id, status="KILLED")
+        log.warning("sweep %s: trial %s was lost with a dead driver; its run is marked KILLED", name, run.info.run_id)
 
 
 def _stop_if_interrupted(
