@@ -9,6 +9,7 @@ the best checkpoint on the holdout, log the model, and register and gate it thro
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -32,6 +33,11 @@ from raylane.training.tracking import ensure_experiment, log_model, log_run_head
 __all__ = ["TrainResult", "finish", "make_trainer", "train"]
 
 log = logging.getLogger(__name__)
+
+HEALTH_CHECK_INTERVAL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+"""How often Ray Train's controller polls its workers (Ray's default: 2 s). Each phase change of a
+run waits for a poll, which cost ~6 s between the last epoch and the end of every small run; 0.25 s
+cuts that to ~1 s. A value already in the environment wins."""
 
 
 @dataclass
@@ -73,6 +79,7 @@ def make_trainer(
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    os.environ.setdefault(HEALTH_CHECK_INTERVAL_ENV, "0.25")  # Ray Train reads it at fit()
     return TorchTrainer(
         train_loop,
         train_loop_config={**_loop_config(cfg, prep, run_id=run_id, faults=faults), "start_from": start_from},
