@@ -118,6 +118,21 @@ def _quiet_ray(verbose: bool) -> None:
         warnings.filterwarnings("ignore", module=r"ray(\.|$)")
 
 
+SHUFFLE_ENV = "RAY_DATA_DEFAULT_SHUFFLE_STRATEGY"
+
+
+def _data_defaults() -> None:
+    """Ray Data's classic pull-based sort for raylane's shuffles (the time-ordered split, the
+    random split, the distinct keys of ``predict --entities all``), or the strategy that
+    ``SHUFFLE_ENV`` names. Ray 2.60's default (``shuffle_v2``) took 3.1 s to split a 2,000-row
+    training set, the pull-based sort 0.03-0.2 s, with the same rows on each side."""
+    import ray.data
+    from ray.data.context import ShuffleStrategy
+
+    chosen = os.environ.get(SHUFFLE_ENV, ShuffleStrategy.SORT_SHUFFLE_PULL_BASED.value)
+    ray.data.DataContext.get_current().shuffle_strategy = ShuffleStrategy(chosen)
+
+
 def token_mode_before_import() -> None:
     """``RAY_AUTH_MODE=token`` unless set, while Ray is not imported yet: Ray reads it at import,
     and joining a token-protected cluster with ``backends.ray.auth_token_file`` needs it then.
@@ -139,6 +154,7 @@ def init(cfg: RayBackend | None = None, *, verbose: bool = False) -> RuntimeInfo
     cfg = cfg or RayBackend()
     if ray.is_initialized():
         _quiet_ray(verbose)
+        _data_defaults()
         return _info(started_here=_started_here)
 
     address = cfg.address.strip()
@@ -191,6 +207,7 @@ def init(cfg: RayBackend | None = None, *, verbose: bool = False) -> RuntimeInfo
             else "check backends.ray.address, that the cluster is up, and that this machine has its token",
         ) from exc
     _quiet_ray(verbose)
+    _data_defaults()
     return _info(started_here=_started_here)
 
 

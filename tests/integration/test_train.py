@@ -46,6 +46,25 @@ def test_binary_beats_the_trivial_baseline_and_is_promoted(trained: tuple[Projec
     assert tags["gate.decision"] == "passed"
 
 
+def test_shuffles_use_rays_pull_based_sort_unless_the_environment_chooses(
+    ray_runtime: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray 2.60's default shuffle cost 3 s of every small run's split; `RAY_DATA_DEFAULT_SHUFFLE_STRATEGY` wins."""
+    import ray.data
+    from ray.data.context import ShuffleStrategy
+
+    from raylane import runtime
+
+    ctx = ray.data.DataContext.get_current()
+    assert ctx.shuffle_strategy == ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    monkeypatch.setenv(runtime.SHUFFLE_ENV, "hash_shuffle")
+    runtime.init()
+    assert ray.data.DataContext.get_current().shuffle_strategy == ShuffleStrategy.HASH_SHUFFLE
+    monkeypatch.delenv(runtime.SHUFFLE_ENV)
+    runtime.init()
+    assert ray.data.DataContext.get_current().shuffle_strategy == ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+
+
 def test_a_finished_run_leaves_no_ray_train_actor_behind(trained: tuple[ProjectConfig, object]) -> None:
     """The run's controller and workers go with it (Ray Train's Ctrl-C handler held the controller)."""
     from ray.util.state import list_actors
