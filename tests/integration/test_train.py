@@ -55,6 +55,8 @@ def test_shuffles_use_rays_pull_based_sort_unless_the_environment_chooses(
 
     from raylane import runtime
 
+    monkeypatch.delenv(runtime.SHUFFLE_ENV, raising=False)  # whatever the machine's environment says
+    runtime.init()
     ctx = ray.data.DataContext.get_current()
     assert ctx.shuffle_strategy == ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
     monkeypatch.setenv(runtime.SHUFFLE_ENV, "hash_shuffle")
