@@ -9,10 +9,11 @@ Feast:
 - or the online store.
 
 Request-time feature values in the input win over the stored ones, as on ``/predict``. The
-predictions stream to parquet in a temporary folder beside ``--out``, which is moved into place
-only when every row is written: a failed run leaves nothing at ``--out``. ``_summary.json`` is
-written inside it (readers skip ``_`` files). The run is an MLflow run (``raylane.kind=batch``)
-tagged with the model version it used.
+predictions stream, in input order, to this process, which writes them as parquet
+(``part-00000.parquet``, ... of up to a million rows each) in a temporary folder beside
+``--out``, moved into place only when every row is written: a failed run leaves nothing at
+``--out``. ``_summary.json`` is written inside it (readers skip ``_`` files). The run is an
+MLflow run (``raylane.kind=batch``) tagged with the model version it used.
 
 Output, one row per input row, in input order: the entity key; ``as_of`` (the time the features
 were read as of); ``prediction`` as ``/predict`` answers it (P(class 1), the class, or the value);
@@ -48,11 +49,12 @@ log = logging.getLogger(__name__)
 
 AS_OF = "as_of"
 SUMMARY = "_summary.json"
-TASK_CPUS = 0.1  # what each read, time and write task reserves: the scoring actors get the rest
+TASK_CPUS = 0.1  # what each read and time task reserves: the scoring actors get the rest
+ROWS_PER_FILE = 1_000_000  # the output's rows per parquet file (part-00000.parquet, ...)
 
 
 def _tasks(cfg: ProjectConfig) -> int:
-    """How many read, time and write tasks run at once: as many as scoring actors (2 at least).
+    """How many read and time tasks run at once: as many as scoring actors (2 at least).
     Without a bound Ray Data runs one per `TASK_CPUS` (20 on 2 CPUs), each in a worker process
     of its own, so the job's memory grew with the rows (more blocks, more processes)."""
     return max(2, cfg.batch.concurrency)
@@ -199,7 +201,7 @@ def _predict(
                 num_cpus=cpus,
                 num_gpus=b.num_gpus,
             )
-            scored.write_parquet(str(tmp), ray_remote_args={"num_cpus": TASK_CPUS}, concurrency=_tasks(cfg))
+            _write_in_order(scored, tmp)
             rows_out, missing = _counts(tmp)
             meta = {"run_id": run_id, "model_version": str(version.version), "started_at": began.isoformat()}
             window = _report_to_monitor(cfg, profiles, meta | {"rows": rows_out}) if watched else None
@@ -230,15 +232,42 @@ def _predict(
     return report
 
 
+def _write_in_order(scored: Any, folder: Path) -> None:
+    """The scored rows, streamed in input order by this process into ``folder/part-NNNNN.parquet``.
+
+    Not ``Dataset.write_parquet``: its tasks hand the blocks they get to pyarrow's threaded
+    ``write_dataset``, which may write them in any order within a file (whatever
+    ``preserve_order`` says; 6 of 300 two-table writes swapped here), and on a cluster each task
+    writes on its own node's disk while ``--out`` is a folder of the driver's."""
+    import pyarrow.parquet as pq
+
+    folder.mkdir()
+    writer, schema, part, rows = None, None, 0, 0
+    try:
+        for table in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
+            if table.num_rows == 0:
+                continue
+            if writer is None or rows >= ROWS_PER_FILE:
+                if writer is not None:
+                    writer.close()
+                schema = schema or table.schema
+                writer, part, rows = pq.ParquetWriter(folder / f"part-{part:05d}.parquet", schema), part + 1, 0
+            writer.write_table(table if table.schema.equals(schema) else table.cast(schema))
+            rows += table.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+
+
 def _actor_cpus(actors: int, wanted: float, free: float) -> float:
     """CPUs per scoring actor: ``batch.num_cpus``, less so that one of the ``free`` CPUs (half,
-    when at most 2 are free) stays for the read, time and write tasks. Ray Data shares what is
+    when at most 2 are free) stays for the read and time tasks. Ray Data shares what is
     left among those operators; with less than a task's `TASK_CPUS` each, none starts and the run
     waits for ever (seen with 2 actors of 1 CPU on 2 CPUs, and with a quarter CPU left)."""
     room = free - min(1.0, free / 2)
     if room < 0.05 * actors:
         raise ClusterError(
-            f"the cluster has {free:g} CPU free, too few for {actors} scoring actor(s) and their reads and writes",
+            f"the cluster has {free:g} CPU free, too few for {actors} scoring actor(s) and their reads",
             fix="lower batch.concurrency, or free CPUs (a deployment's replicas, another job)",
         )
     return min(wanted, round(room / actors, 3))
