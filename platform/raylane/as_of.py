@@ -34,7 +34,13 @@ def within_ttl(joined: pa.Table, ttl: timedelta, *, entity_time: str) -> Any:
 def number_pairs(keys: pd.Series, times: pd.Series) -> tuple[Any, Any]:
     """Number the distinct (key, time) pairs: each row's pair number, and each pair's first row."""
     key_codes, _ = pd.factorize(keys, use_na_sentinel=False)
-    time_codes, time_values = pd.factorize(times, use_na_sentinel=False)
+    # a datetime column is hashed as its int64 instants (NaT is one of them): much faster
+    instants = times.array.asi8 if isinstance(times.dtype, pd.DatetimeTZDtype) else times
+    time_codes, time_values = pd.factorize(instants, use_na_sentinel=False)
     combined = key_codes.astype(np.int64) * max(len(time_values), 1) + time_codes
     codes, _ = pd.factorize(combined)  # numbered in order of first appearance
-    return codes, np.unique(codes, return_index=True)[1]
+    # so a row is its pair's first exactly where the running maximum of the numbers grows
+    top = np.maximum.accumulate(codes)
+    first = np.ones(len(codes), dtype=bool)
+    first[1:] = top[1:] > top[:-1]
+    return codes, np.flatnonzero(first)

@@ -6,7 +6,8 @@ materializing an older window after a newer one would move online values back in
 Redis store already compares event times, and this makes the embedded default behave the same.
 
 Feast loads it from ``online_store.type: raylane.feast_stores.MonotonicSqliteOnlineStore``
-(its plugin mechanism: the config class is the store's name plus ``Config``).
+(its plugin mechanism: the config class is the store's name plus ``Config``). The offline
+plugin, Feast's DuckDB store with an ``ASOF JOIN``, is `raylane.feast_offline`.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ def _unchecked(target: Any = None, **_: Any) -> Any:
     return target if target is not None else _unchecked
 
 
-def _import_feast() -> None:
-    """Import Feast with typeguard's ``@typechecked`` as a no-op while its modules load.
+def import_without_typeguard(*modules: str) -> None:
+    """Import Feast (and ``modules``) with typeguard's ``@typechecked`` as a no-op while its modules load.
 
     Feast decorates its core classes with ``@typechecked``, which re-parses and recompiles each
     module's source at import: about 2 s of every fresh process that imports Feast (the CLI, each
@@ -33,13 +34,15 @@ def _import_feast() -> None:
     checked = typeguard.typechecked
     typeguard.typechecked = _unchecked
     try:
-        import feast
-        import feast.infra.online_stores.sqlite  # noqa: F401
+        import importlib
+
+        for module in ("feast", "feast.infra.online_stores.sqlite", *modules):
+            importlib.import_module(module)
     finally:
         typeguard.typechecked = checked
 
 
-_import_feast()
+import_without_typeguard()
 
 from feast.infra.key_encoding_utils import serialize_entity_key  # noqa: E402
 from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig, _table_id  # noqa: E402
@@ -49,6 +52,9 @@ from feast.utils import to_naive_utc  # noqa: E402
 __all__ = ["MonotonicSqliteOnlineStore", "MonotonicSqliteOnlineStoreConfig"]
 
 TYPE = "raylane.feast_stores.MonotonicSqliteOnlineStore"
+# The embedded offline store (`raylane.feast_offline`: it imports ibis and DuckDB, which an online
+# reader never needs, so it lives in a module of its own).
+ASOF_DUCKDB = "raylane.feast_offline.AsofDuckDBOfflineStore"
 
 # SQLite's default limit of host parameters per statement is 32766; stay well below it.
 _CHUNK = 900

@@ -2,8 +2,7 @@
 
 Feast is the only feature store. raylane renders a Feast repo into ``<storage_root>/feature_repo``
 (``feature_store.yaml``, ``definitions.py`` and the resolved project config it reads) and never
-edits Feast's registry by hand. The rendered repo also works with Feast's own CLI
-(``cd …/feature_repo && feast feature-views list``).
+edits Feast's registry by hand. Feast's own CLI works there too (``feast feature-views list``).
 
 - `FeatureRepo.apply` registers the entity, sources, feature views and the feature service.
 - `FeatureRepo.materialize` / `materialize_incremental` load the online store.
@@ -11,9 +10,9 @@ edits Feast's registry by hand. The rendered repo also works with Feast's own CL
   (``get_historical_features``) and returns a Ray Dataset.
 - `FeatureRepo.online` returns an `OnlineFeatures` reader for serving.
 
-Offline stores: ``file`` (Feast's dask store over the parquet tables) or ``ray`` (Feast's Ray
-store, run on raylane's Ray). Online stores: SQLite (embedded; a write never moves a value back
-in time, see `raylane.feast_stores`) or Redis.
+Offline stores: ``duckdb`` (default: Feast's DuckDB store with an ASOF join, `raylane.feast_offline`),
+``file`` (Feast's dask store) or ``ray`` (Feast's Ray store, on raylane's Ray). Online stores:
+SQLite (a write never moves a value back in time, `raylane.feast_stores`) or Redis.
 
 When *not* to use this: to read raw files or ad-hoc tables, use Ray Data directly; this module
 only serves the features the config declares.
@@ -179,7 +178,7 @@ class FeatureRepo:
 
     def feature_store_yaml(self) -> dict[str, Any]:
         """The ``feature_store.yaml`` document for this project's backends."""
-        from raylane.feast_stores import TYPE as MONOTONIC_SQLITE
+        from raylane import feast_stores
 
         cfg = self.cfg
         data = self.path / "data"
@@ -195,6 +194,8 @@ class FeatureRepo:
         }
         if offline.type == "ray":
             doc["offline_store"] = {"type": "ray", "storage_path": str(cfg.storage_root / "feast_ray")}
+        elif offline.type == "duckdb":
+            doc["offline_store"] = {"type": feast_stores.ASOF_DUCKDB}
         else:
             doc["offline_store"] = {"type": offline.type}
         if online.type == "redis":
@@ -202,7 +203,7 @@ class FeatureRepo:
             if online.key_ttl_seconds:
                 doc["online_store"]["key_ttl_seconds"] = online.key_ttl_seconds
         else:
-            doc["online_store"] = {"type": MONOTONIC_SQLITE, "path": str(online.path or data / "online.db")}
+            doc["online_store"] = {"type": feast_stores.TYPE, "path": str(online.path or data / "online.db")}
         return doc
 
     def render(self) -> Path:

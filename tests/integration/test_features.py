@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from raylane.config import ProjectConfig
+from raylane.feast_stores import ASOF_DUCKDB
 from raylane.features import FeatureRepo
 from raylane.ingest import ingest, offline_path
 from raylane.testing import as_of_by_definition, example_project, offline_table
@@ -31,7 +32,7 @@ def store(
 
 
 def test_the_embedded_default_is_duckdb(churn: ProjectConfig) -> None:
-    assert FeatureRepo(churn).feature_store_yaml()["offline_store"] == {"type": "duckdb"}
+    assert FeatureRepo(churn).feature_store_yaml()["offline_store"] == {"type": ASOF_DUCKDB}
 
 
 def _same(a: pd.Series, b: pd.Series) -> bool:

@@ -30,6 +30,7 @@ LAYERS: list[set[str]] = [
         "preprocess",
         "mlflow_model",
         "feast_stores",
+        "feast_offline",
         "examples",
     },
     {"ingest", "as_of", "features"},

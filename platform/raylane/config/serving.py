@@ -343,7 +343,7 @@ class BatchConfig(StrictModel):
     num_cpus: float = Field(
         1.0,
         gt=0,
-        description="CPUs each scoring actor reserves; less when the pool would leave its read and write tasks"
+        description="CPUs each scoring actor reserves; less when the pool would leave its read tasks"
         " no free CPU (the run would wait for ever).",
     )
     num_gpus: float = Field(0.0, ge=0, description="GPUs each scoring actor reserves (fractions share one).")
