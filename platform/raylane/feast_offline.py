@@ -84,13 +84,11 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
         timestamp_range = _get_entity_df_event_timestamp_range(entity_df, entity_ts)
         frame: pd.DataFrame = _to_utc(entity_df, entity_ts)
         result = ibis.memtable(frame)
-        selected: list[str] = []
         for i, view in enumerate(feature_views):
             features, table = _view_table(config, view, feature_refs, full_feature_names, i)
             ts, keys = f"__raylane_ts_{i}", _join_keys(view)
             predicates = [result[entity] == table[f"__raylane_key_{i}_{n}"] for n, entity in enumerate(keys.values())]
             joined = result.asof_join(table, on=result[entity_ts] >= table[ts], predicates=predicates)
-            columns = [*result.columns, *features]
             if view.ttl:  # Feast's ttl: valid while event time + ttl >= the entity time
                 fresh = joined[ts] >= joined[entity_ts].cast(dt.Timestamp(timezone="UTC")) - ibis.interval(
                     microseconds=int(view.ttl.total_seconds() * 1_000_000)
@@ -100,8 +98,7 @@ class AsofDuckDBOfflineStore(DuckDBOfflineStore):
                     **{f: fresh.ifelse(joined[f], ibis.null().cast(joined[f].type())) for f in features},
                 )
             else:
-                result = joined.select(*columns)
-            selected.extend(features)
+                result = joined.select(*result.columns, *features)
         odfvs = OnDemandFeatureView.get_requested_odfvs(feature_refs, project, registry)
         for odfv in odfvs:
             if odfv.mode == "substrait":

@@ -71,12 +71,11 @@ class MlflowBackend(StrictModel):
 
 
 class DuckdbOfflineStore(StrictModel):
-    """Parquet files read by Feast's DuckDB offline store, its point-in-time join done by DuckDB's
-    ``ASOF JOIN`` (`raylane.feast_offline`; the embedded default).
+    """Feast's DuckDB offline store, joining by DuckDB's ``ASOF JOIN`` (the embedded default).
 
-    The join runs in DuckDB, a columnar engine in the process: 14.7x the file store's rows/s and
-    2.2x Feast's own DuckDB join on a million label rows, the same rows and values, measured by
-    `benchmarks/features.py --size large`.
+    The join (`raylane.feast_offline`) runs in DuckDB, a columnar engine in the process: 14.7x the
+    file store's rows/s and 2.2x Feast's own DuckDB join on a million label rows, the same rows and
+    values, measured by `benchmarks/features.py --size large`.
     """
 
     type: Literal["duckdb"] = Field(
