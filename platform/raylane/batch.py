@@ -49,12 +49,12 @@ log = logging.getLogger(__name__)
 
 AS_OF = "as_of"
 SUMMARY = "_summary.json"
-TASK_CPUS = 0.1  # what each read and time task reserves: the scoring actors get the rest
+TASK_CPUS = 0.1  # what each read task reserves: the scoring actors get the rest
 ROWS_PER_FILE = 1_000_000  # the output's rows per parquet file (part-00000.parquet, ...)
 
 
 def _tasks(cfg: ProjectConfig) -> int:
-    """How many read and time tasks run at once: as many as scoring actors (2 at least).
+    """How many read tasks run at once: as many as scoring actors (2 at least).
     Without a bound Ray Data runs one per `TASK_CPUS` (20 on 2 CPUs), each in a worker process
     of its own, so the job's memory grew with the rows (more blocks, more processes)."""
     return max(2, cfg.batch.concurrency)
@@ -151,12 +151,6 @@ def _predict(
     rows_in = raw.count()  # parquet: from the files' metadata
     if rows_in == 0:
         raise UserError(f"--entities {entities}: no rows to score", fix="pass a file or folder with entity rows")
-    ds = raw.map_batches(
-        _AsOf(_time_column(cfg), as_of or datetime.now(UTC)),
-        batch_format="pandas",
-        num_cpus=TASK_CPUS,
-        concurrency=_tasks(cfg),
-    )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.raylane-{uuid.uuid4().hex[:8]}"
     profiles = tmp.with_name(tmp.name + "-profiles")
@@ -184,7 +178,7 @@ def _predict(
             f" of {cpus:g} CPU"
         )
         try:
-            scored = ds.map_batches(
+            scored = raw.map_batches(
                 Scorer,
                 fn_constructor_kwargs={
                     "doc": cfg.model_dump(mode="json"),
@@ -194,6 +188,8 @@ def _predict(
                     "features": features,
                     "run_id": run_id,
                     "profiles": str(profiles) if watched else None,
+                    "time_column": _time_column(cfg),
+                    "as_of": (as_of or datetime.now(UTC)).isoformat(),
                 },
                 batch_size=b.batch_size,
                 batch_format="pandas",
@@ -313,23 +309,6 @@ def _read(cfg: ProjectConfig, entities: str) -> Any:
     return ds.select_columns([key, *(c for c in schema.names if c in known and c != key)])
 
 
-class _AsOf:
-    """Each row's feature time: its own timestamp column, else the run's ``--as-of`` (or now)."""
-
-    def __init__(self, column: str, default: datetime) -> None:
-        self.column, self.default = column, default
-
-    def __call__(self, batch: Any) -> Any:
-        import pandas as pd
-
-        if self.column in batch:
-            times = pd.to_datetime(batch.pop(self.column), utc=True)
-        else:
-            times = pd.Series(pd.Timestamp(self.default), index=batch.index)
-        batch[AS_OF] = times.astype("datetime64[ns, UTC]")
-        return batch
-
-
 class Scorer:
     """A scoring actor: the model loaded once, Feast's features per batch, the predictions."""
 
@@ -342,6 +321,8 @@ class Scorer:
         features: str,
         run_id: str,
         profiles: str | None,
+        time_column: str,
+        as_of: str,
     ) -> None:
         from raylane.features import FeatureRepo
         from raylane.registry import Registry
@@ -349,6 +330,8 @@ class Scorer:
         cfg = ProjectConfig.model_validate(doc)  # its registry.model_name is the model's
         cfg = cfg.with_base_dir(Path(base_dir)) if base_dir else cfg
         self.name, self.version, self.run_id = name, version, run_id
+        # each row's feature time: its own timestamp column, else the run's `--as-of` (or now)
+        self.time_column, self.as_of = time_column, datetime.fromisoformat(as_of)
         self.profiles = Path(profiles) if profiles else None  # each batch's whylogs profile goes there
         self.bundle = Registry(cfg).load_bundle(version)
         self.cfg_text = cfg.text_features()
@@ -363,8 +346,12 @@ class Scorer:
 
         key, names = self.key, self.names
         batch = batch.reset_index(drop=True)
-        # Ray Data hands tz-aware times as pyarrow-backed columns: back to numpy datetimes for Feast
-        batch[AS_OF] = pd.to_datetime(batch[AS_OF], utc=True).astype("datetime64[ns, UTC]")
+        # Ray Data may hand tz-aware times as pyarrow-backed columns: numpy datetimes for Feast
+        if self.time_column in batch:
+            times = pd.to_datetime(batch.pop(self.time_column), utc=True)
+        else:
+            times = pd.Series(pd.Timestamp(self.as_of), index=batch.index)
+        batch[AS_OF] = times.astype("datetime64[ns, UTC]")
         if self.online is None:
             joined = self.repo.join(batch[[key, AS_OF]].reset_index(drop=True)).to_pandas()
             stored = {f: joined[f].astype(object).where(joined[f].notna(), None) for f in names}
