@@ -257,7 +257,7 @@ def _write_in_order(scored: Any, folder: Path) -> None:
 
 def _actor_cpus(actors: int, wanted: float, free: float) -> float:
     """CPUs per scoring actor: ``batch.num_cpus``, less so that one of the ``free`` CPUs (half,
-    when at most 2 are free) stays for the read and time tasks. Ray Data shares what is
+    when at most 2 are free) stays for the read tasks. Ray Data shares what is
     left among those operators; with less than a task's `TASK_CPUS` each, none starts and the run
     waits for ever (seen with 2 actors of 1 CPU on 2 CPUs, and with a quarter CPU left)."""
     room = free - min(1.0, free / 2)
