@@ -2,7 +2,10 @@
 
 One 6-trial Optuna (TPE) sweep serves most tests (trials are costly on a 2-core machine): its first
 driver is killed midway and the CLI resumes it, searcher history included. A 4-trial PBT sweep,
-warm-started from the champion the first sweep registered, checks population-based training."""
+warm-started from the champion the first sweep registered, checks population-based training.
+Those two sweeps take about 5 minutes here: their tests are `slow` (`make test-slow`, and CI);
+`make test` keeps the config checks and the placement-group test, and test_models.py's HyperOpt
+sweep over a model's own params."""
 
 from __future__ import annotations
 
@@ -192,6 +195,7 @@ class Swept:
     lost_run_id: str  # a trial run the resumed Tune does not know
 
 
+@pytest.mark.slow
 def test_a_sweep_of_six_optuna_trials_registers_its_best_trial(swept: Swept) -> None:
     from mlflow import MlflowClient
 
@@ -230,6 +234,7 @@ def test_a_sweep_of_six_optuna_trials_registers_its_best_trial(swept: Swept) -> 
     assert all(1 <= e <= MAX_T for e in epochs)
 
 
+@pytest.mark.slow
 def test_every_trial_is_a_finished_child_run_with_params_and_epoch_metrics(swept: Swept) -> None:
     from mlflow import MlflowClient
 
@@ -253,6 +258,7 @@ def test_every_trial_is_a_finished_child_run_with_params_and_epoch_metrics(swept
     assert len({c.data.params["train.learning_rate"] for c in children}) == 6
 
 
+@pytest.mark.slow
 def test_resume_after_the_driver_was_killed(swept: Swept) -> None:
     """Finished trials were not run again; the interrupted one continued from its checkpoint."""
     from mlflow import MlflowClient
@@ -282,6 +288,7 @@ def test_resume_after_the_driver_was_killed(swept: Swept) -> None:
     assert latest_sweep(cfg, unfinished=True) is None
 
 
+@pytest.mark.slow
 def test_a_trial_lost_with_the_dead_driver_ends_killed_not_running(swept: Swept) -> None:
     """A trial run that Tune's saved state does not know is ended KILLED with outcome `lost` and a
     note; it is not one of the sweep's trials (not in its summary, not registered)."""
@@ -301,6 +308,7 @@ def test_a_trial_lost_with_the_dead_driver_ends_killed_not_running(swept: Swept)
         assert run.data.tags["raylane.trial_id"] not in trials
 
 
+@pytest.mark.slow
 def test_a_resumed_optuna_sweep_keeps_its_searchers_history(swept: Swept) -> None:
     """Tune restored the Optuna study with the trials: the trials finished before the kill are in its
     history with their scores, and it proposed no trial twice (6 trials, 6 study trials)."""
@@ -347,6 +355,7 @@ def pbt_swept(swept: Swept) -> tuple[ProjectConfig, Any, Any]:
     return cfg, sweep(cfg, name="pbt"), champion
 
 
+@pytest.mark.slow
 def test_pbt_copies_strong_trials_into_weak_ones_and_mutates_their_params(pbt_swept: tuple[Any, ...]) -> None:
     from mlflow import MlflowClient
 
@@ -369,6 +378,7 @@ def test_pbt_copies_strong_trials_into_weak_ones_and_mutates_their_params(pbt_sw
     assert result.train is not None and result.train.version is not None  # the best trial is registered
 
 
+@pytest.mark.slow
 def test_warm_start_runs_the_champions_params_first(pbt_swept: tuple[Any, ...]) -> None:
     from mlflow import MlflowClient
 
