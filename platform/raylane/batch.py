@@ -188,7 +188,6 @@ def _predict(
                     "features": features,
                     "run_id": run_id,
                     "profiles": str(profiles) if watched else None,
-                    "time_column": _time_column(cfg),
                     "as_of": (as_of or datetime.now(UTC)).isoformat(),
                 },
                 batch_size=b.batch_size,
@@ -321,7 +320,6 @@ class Scorer:
         features: str,
         run_id: str,
         profiles: str | None,
-        time_column: str,
         as_of: str,
     ) -> None:
         from raylane.features import FeatureRepo
@@ -331,7 +329,7 @@ class Scorer:
         cfg = cfg.with_base_dir(Path(base_dir)) if base_dir else cfg
         self.name, self.version, self.run_id = name, version, run_id
         # each row's feature time: its own timestamp column, else the run's `--as-of` (or now)
-        self.time_column, self.as_of = time_column, datetime.fromisoformat(as_of)
+        self.time_column, self.as_of = _time_column(cfg), datetime.fromisoformat(as_of)
         self.profiles = Path(profiles) if profiles else None  # each batch's whylogs profile goes there
         self.bundle = Registry(cfg).load_bundle(version)
         self.cfg_text = cfg.text_features()
@@ -353,7 +351,7 @@ class Scorer:
             times = pd.Series(pd.Timestamp(self.as_of), index=batch.index)
         batch[AS_OF] = times.astype("datetime64[ns, UTC]")
         if self.online is None:
-            joined = self.repo.join(batch[[key, AS_OF]].reset_index(drop=True)).to_pandas()
+            joined = self.repo.join(batch[[key, AS_OF]]).to_pandas()
             stored = {f: joined[f].astype(object).where(joined[f].notna(), None) for f in names}
         else:
             looked = self.online.get(batch[key].tolist())
