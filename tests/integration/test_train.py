@@ -275,6 +275,35 @@ def test_two_workers_match_one(trained: tuple[ProjectConfig, object]) -> None:
     assert abs(two.metrics["roc_auc"] - one.metrics["roc_auc"]) < 0.03, (one.metrics, two.metrics)
 
 
+def test_each_worker_takes_an_equal_contiguous_share_of_the_blocks(ray_runtime: object) -> None:
+    import pyarrow as pa
+    import ray
+
+    from raylane.training.loop import _equal_share
+
+    sizes = [5, 0, 7, 3]  # 15 rows over blocks of uneven size, one empty
+    starts = np.cumsum([0, *sizes[:-1]])
+    refs = [
+        ray.put(pa.table({"x": np.arange(s, s + n, dtype=np.int64), "y": np.arange(s, s + n) * 2.0}))
+        for s, n in zip(starts, sizes, strict=True)
+    ]
+    shares = [_equal_share(refs, rank, 2) for rank in range(2)]
+    assert [list(s["x"]) for s in shares] == [
+        list(range(7)),
+        list(range(7, 14)),
+    ]  # row 14 left out, as Ray's equal split
+    assert list(shares[1]["y"]) == [2.0 * i for i in range(7, 14)]
+    assert list(_equal_share(refs, 0, 1)["x"]) == list(range(15))
+
+
+@pytest.mark.slow
+def test_without_cache_data_the_shards_stream_from_ray_data(trained: tuple[ProjectConfig, object]) -> None:
+    cfg, one = trained
+    streamed = cfg.model_copy(update={"train": cfg.train.model_copy(update={"cache_data": False})})
+    result = train(streamed, register=False)
+    assert abs(result.metrics["roc_auc"] - one.metrics["roc_auc"]) < 0.03, (one.metrics, result.metrics)
+
+
 @pytest.mark.gpu
 def test_training_on_a_gpu(trained: tuple[ProjectConfig, object]) -> None:
     import torch

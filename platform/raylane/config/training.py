@@ -119,8 +119,9 @@ class TrainConfig(StrictModel):
     max_failures: int = Field(1, ge=0, description="Worker failures survived by resuming from a checkpoint.")
     cache_data: bool = Field(
         True,
-        description="Keep each worker's data shard in memory as tensors after the first read (fast epochs,"
-        " reshuffled every epoch); turn off for shards larger than a worker's memory (streams from Ray Data).",
+        description="Keep each worker's data shard in memory as tensors, taken once from the prepared blocks in"
+        " Ray's object store (fast start and epochs, reshuffled every epoch); turn off for shards larger than a"
+        " worker's memory (streams from Ray Data through a streaming split).",
     )
     checkpoints_to_keep: int = Field(2, ge=1, description="Checkpoints kept per run.")
     loop: Annotated[str | None, AfterValidator(_resolve_entrypoint)] = Field(

@@ -4,11 +4,12 @@
 by `raylane.training.trainer.make_trainer`). It builds a `TrainContext` and hands it to the loop:
 ``train.loop`` (the user's, imported from its captured code) or `epoch_loop`, raylane's own,
 written against the same context. The context holds one worker's state: the model and optimizer
-(restored from Ray Train's last checkpoint after a worker failure), the dataset shards (read once
-into tensors when ``train.cache_data``), early stopping, and rank 0's asynchronous MLflow
-logging. `TrainContext.report` evaluates on the whole validation split (gathered across workers)
-when the loop did not, checkpoints a bundle, logs to MLflow, reports to Ray Train (and so to Tune
-in a sweep) and says when ``train.early_stopping.patience`` epochs did not improve.
+(restored from Ray Train's last checkpoint after a worker failure), the dataset shards (with
+``train.cache_data``, read once into tensors from the driver's blocks; else streamed from Ray
+Data), early stopping, and rank 0's asynchronous MLflow logging. `TrainContext.report` evaluates
+on the whole validation split (gathered across workers) when the loop did not, checkpoints a
+bundle, logs to MLflow, reports to Ray Train (and so to Tune in a sweep) and says when
+``train.early_stopping.patience`` epochs did not improve.
 """
 
 from __future__ import annotations
@@ -65,6 +66,26 @@ def epoch_loop(ctx: TrainContext) -> None:
             total += float(loss.detach()) * len(y)
             count += len(y)
         ctx.report({"train_loss": total / max(count, 1), "epoch_seconds": time.perf_counter() - t0}, epoch)
+
+
+def _equal_share(refs: list[Any], rank: int, world_size: int) -> dict[str, np.ndarray]:
+    """Worker ``rank``'s share of a dataset held as blocks (Arrow tables) in Ray's object store:
+    rows ``[rank * m, (rank + 1) * m)`` with ``m = rows // world_size``, in the blocks' order. As
+    Ray Train's own equal split, every worker gets as many rows (DDP needs as many steps on each)
+    and the last ``rows % world_size`` rows are left out. On one node the blocks are read from
+    shared memory without a copy; only this worker's rows are converted."""
+    import ray
+    from ray.data.block import BlockAccessor
+
+    tables = [t for t in ray.get(list(refs)) if t.num_rows]
+    share = sum(t.num_rows for t in tables) // world_size
+    lo, hi, start, pieces = rank * share, (rank + 1) * share, 0, []
+    for table in tables:
+        first, last = max(lo, start), min(hi, start + table.num_rows)
+        if first < last:
+            pieces.append(BlockAccessor.for_block(table.slice(first - start, last - first)).to_numpy())
+        start += table.num_rows
+    return {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]} if pieces else {}
 
 
 class _Batches:
@@ -140,7 +161,13 @@ class TrainContext:
         }
         self.criterion = loss_fn(self.task)
         self.patience = config["patience"]
-        self.shards = {"train": ray.train.get_dataset_shard("train"), "val": ray.train.get_dataset_shard("val")}
+        # cache_data: the driver's blocks, by reference (no Ray Data streaming split); else Ray Data's shards
+        self.blocks: dict[str, list[Any]] | None = config.get("blocks")
+        self.shards = (
+            {}
+            if self.blocks is not None
+            else {"train": ray.train.get_dataset_shard("train"), "val": ray.train.get_dataset_shard("val")}
+        )
         self.client = MlflowClient(tracking_uri=config["tracking_uri"]) if self.rank == 0 and config["run_id"] else None
         self.mlflow_seconds = 0.0
         self.pending: list[Any] = []
@@ -240,8 +267,12 @@ class TrainContext:
         import torch
 
         if name not in self.cache:
-            parts = list(self.shards[name].iter_torch_batches(batch_size=8192, device=self.device))
-            self.cache[name] = {k: torch.cat([p[k] for p in parts]) for k in parts[0]} if parts else {}
+            if self.blocks is not None:
+                arrays = _equal_share(self.blocks[name], self.rank, self.world_size)
+                self.cache[name] = {k: torch.from_numpy(v).to(self.device) for k, v in arrays.items()}
+            else:
+                parts = list(self.shards[name].iter_torch_batches(batch_size=8192, device=self.device))
+                self.cache[name] = {k: torch.cat([p[k] for p in parts]) for k in parts[0]} if parts else {}
         return self.cache[name]
 
     def _train_batches(self, epoch: int) -> Iterator[dict[str, Any]]:

@@ -80,15 +80,24 @@ def make_trainer(
     from ray.train.torch import TorchTrainer
 
     os.environ.setdefault(HEALTH_CHECK_INTERVAL_ENV, "0.25")  # Ray Train reads it at fit()
+    # With train.cache_data each worker keeps its shard in memory: it takes it straight from the
+    # prepared blocks in the object store. Ray Data's streaming split (a coordinator actor per
+    # dataset, started with the worker group) is for data streamed through the epochs.
+    cached = cfg.train.cache_data
+    blocks = {"train": prep.train_ds.to_arrow_refs(), "val": prep.val_ds.to_arrow_refs()} if cached else None
     return TorchTrainer(
         train_loop,
-        train_loop_config={**_loop_config(cfg, prep, run_id=run_id, faults=faults), "start_from": start_from},
+        train_loop_config={
+            **_loop_config(cfg, prep, run_id=run_id, faults=faults),
+            "start_from": start_from,
+            "blocks": blocks,
+        },
         scaling_config=ray.train.ScalingConfig(
             num_workers=cfg.train.num_workers,
             use_gpu=cfg.train.use_gpu,
             resources_per_worker=dict(cfg.train.resources_per_worker),
         ),
-        datasets={"train": prep.train_ds, "val": prep.val_ds},
+        datasets=None if cached else {"train": prep.train_ds, "val": prep.val_ds},
         run_config=ray.train.RunConfig(
             name=name,
             storage_path=str(storage_path),
