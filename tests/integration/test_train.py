@@ -288,10 +288,8 @@ def test_each_worker_takes_an_equal_contiguous_share_of_the_blocks(ray_runtime: 
         for s, n in zip(starts, sizes, strict=True)
     ]
     shares = [_equal_share(refs, rank, 2) for rank in range(2)]
-    assert [list(s["x"]) for s in shares] == [
-        list(range(7)),
-        list(range(7, 14)),
-    ]  # row 14 left out, as Ray's equal split
+    # 7 rows each, contiguous and in order; row 14 is left out, as in Ray's equal split
+    assert [list(s["x"]) for s in shares] == [list(range(7)), list(range(7, 14))]
     assert list(shares[1]["y"]) == [2.0 * i for i in range(7, 14)]
     assert list(_equal_share(refs, 0, 1)["x"]) == list(range(15))
 

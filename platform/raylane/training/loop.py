@@ -162,7 +162,7 @@ class TrainContext:
         self.criterion = loss_fn(self.task)
         self.patience = config["patience"]
         # cache_data: the driver's blocks, by reference (no Ray Data streaming split); else Ray Data's shards
-        self.blocks: dict[str, list[Any]] | None = config.get("blocks")
+        self.blocks: dict[str, list[Any]] | None = config["blocks"]
         self.shards = (
             {}
             if self.blocks is not None
