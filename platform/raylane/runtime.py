@@ -119,6 +119,7 @@ def _quiet_ray(verbose: bool) -> None:
 
 
 SHUFFLE_ENV = "RAY_DATA_DEFAULT_SHUFFLE_STRATEGY"
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 
 
 def _data_defaults() -> None:
@@ -175,6 +176,10 @@ def init(cfg: RayBackend | None = None, *, verbose: bool = False) -> RuntimeInfo
     try:
         if address == "local" and not in_job:
             _loopback_only(True)
+            # Ray Train starts an actor per run that watches for nodes being drained (spot
+            # preemption). The embedded Ray is this one machine, which nothing drains. Set before
+            # the start so that every Ray process (Tune's trials too) inherits it.
+            os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
             ray.init(
                 # "local", not None: None would join whatever /tmp/ray/ray_current_cluster names
                 # (the last `ray start` on this machine, e.g. a `raylane cluster up`)
