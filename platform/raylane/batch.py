@@ -34,7 +34,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -75,6 +75,8 @@ class BatchReport:
     features: str
     entities: str
     monitor_window: int | None = None  # the monitor window the batch was reported as (None: no monitor ran)
+    ignored_columns: list[str] = field(default_factory=list)  # input columns neither key, time nor feature
+    time_column: str | None = None  # the input's per-row time column; None: every row as of `as_of`
 
 
 def predict(
@@ -147,7 +149,7 @@ def _predict(
         cfg = cfg.model_copy(update={"registry": cfg.registry.model_copy(update={"model_name": version.name})})
     FeatureRepo(cfg).check_offline()
     step(f"reading the entities ({entities})")
-    raw = _read(cfg, entities)
+    raw, timed, ignored = _read(cfg, entities)
     rows_in = raw.count()  # parquet: from the files' metadata
     if rows_in == 0:
         raise UserError(f"--entities {entities}: no rows to score", fix="pass a file or folder with entity rows")
@@ -212,6 +214,8 @@ def _predict(
                 features,
                 entities,
                 window,
+                ignored,
+                _time_column(cfg) if timed else None,
             )
             (tmp / SUMMARY).write_text(json.dumps(asdict(report), indent=1))
             if out.exists():
@@ -272,8 +276,9 @@ def _time_column(cfg: ProjectConfig) -> str:
     return cfg.batch.time_column or cfg.data.source(cfg.data.labels.source).timestamp_column
 
 
-def _read(cfg: ProjectConfig, entities: str) -> Any:
-    """The input rows as a Ray Dataset: the key, the time column if given, request-time features."""
+def _read(cfg: ProjectConfig, entities: str) -> tuple[Any, bool, list[str]]:
+    """The input rows as a Ray Dataset (the key, the time column if given, request-time features),
+    whether they have the time column, and the input's other columns, which are not read."""
     import pyarrow as pa
     import ray
 
@@ -285,7 +290,7 @@ def _read(cfg: ProjectConfig, entities: str) -> Any:
         # the distinct keys are made before the scoring actors take their CPUs (a shuffle's tasks need some)
         keys = ray.data.read_parquet(paths, columns=[key], num_cpus=TASK_CPUS)
         keys = keys.groupby(key).count().select_columns([key])
-        return keys.materialize()
+        return keys.materialize(), False, []
     path = Path(entities).expanduser()
     if not path.exists():
         raise UserError(f"--entities {path}: no such file or folder", fix="pass a parquet or csv file or folder")
@@ -305,7 +310,9 @@ def _read(cfg: ProjectConfig, entities: str) -> Any:
             fix=f"write `{key}` as {cfg.entity.dtype} values",
         )
     known = set(cfg.feature_dtypes()) | {_time_column(cfg)}
-    return ds.select_columns([key, *(c for c in schema.names if c in known and c != key)])
+    ignored = [c for c in schema.names if c not in known and c != key]
+    kept = ds.select_columns([key, *(c for c in schema.names if c in known and c != key)])
+    return kept, _time_column(cfg) in schema.names, ignored
 
 
 class Scorer:

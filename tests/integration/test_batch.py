@@ -156,3 +156,31 @@ def test_bad_input_exits_2_with_the_fix_and_writes_nothing(
     err = capsys.readouterr().err
     assert code == 2 and "already exists" in err and "--overwrite" in err
     assert list((tmp_path / "taken").iterdir()) == []  # untouched
+
+
+def test_input_columns_it_does_not_read_and_a_missing_time_column_are_named(
+    project: ProjectConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: Any
+) -> None:
+    """A time column under another name is not silently scored as of now: the CLI names the columns it
+    did not read and the time it used; the summary records both."""
+    import json
+
+    from raylane.testing import example_config_path
+
+    monkeypatch.setenv("CHURN_DATA", str(project.data.sources[0].path.parent))
+    monkeypatch.setenv("RAYLANE_STORAGE", str(project.storage_root))
+    rows = _entities(project, 6).rename(columns={"label_timestamp": "ts"}).assign(note="x")
+    rows.to_parquet(tmp_path / "rows.parquet")
+    base = ["predict", str(example_config_path()), "--entities", str(tmp_path / "rows.parquet")]
+    assert main([*base, "--out", str(tmp_path / "now")]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "columns ts, note were not read" in err and "has no `label_timestamp` column" in err, err
+    summary = json.loads((tmp_path / "now" / "_summary.json").read_text())
+    assert summary["ignored_columns"] == ["ts", "note"] and summary["time_column"] is None
+    # named in the config, the same column is each row's time: no note, and the times are the rows'
+    assert main([*base, "--out", str(tmp_path / "timed"), "--set", "batch.time_column=ts"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "were not read: each is" in err and "columns note were" in err and "no `ts` column" not in err, err
+    scored = pd.read_parquet(tmp_path / "timed")
+    assert list(scored["as_of"]) == list(rows["ts"])
+    assert json.loads((tmp_path / "timed" / "_summary.json").read_text())["time_column"] == "ts"

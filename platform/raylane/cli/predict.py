@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from raylane.cli._common import ConfigArg, SetOpt, load, on_ray, out, steps
+from raylane.cli._common import ConfigArg, SetOpt, err, load, on_ray, out, steps
 from raylane.errors import UserError
 
 __all__ = ["predict_cmd"]
@@ -77,3 +77,20 @@ def predict_cmd(
         soft_wrap=True,
     )
     out.print(f"MLflow run {report.run_id}", soft_wrap=True)
+    time_column = cfg.batch.time_column or cfg.data.source(cfg.data.labels.source).timestamp_column
+    if report.ignored_columns:
+        err.print(
+            f"[yellow]note[/]: --entities columns {', '.join(report.ignored_columns)} were not read: each is"
+            f" neither the key `{cfg.entity.join_key}`, the time column `{time_column}` (batch.time_column)"
+            " nor a feature",
+            soft_wrap=True,
+        )
+    if report.features == "offline" and report.time_column is None and when is None:
+        where = (
+            "--entities all has no time column" if entities == "all" else f"--entities has no `{time_column}` column"
+        )
+        err.print(
+            f"[yellow]note[/]: {where}: every row's features are as of now (pass --as-of"
+            + (")" if entities == "all" else ", or name your time column in batch.time_column)"),
+            soft_wrap=True,
+        )
