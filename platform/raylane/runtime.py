@@ -109,13 +109,14 @@ def _quiet_ray(verbose: bool) -> None:
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")  # read when mlflow is first imported
         warnings.filterwarnings("ignore", module=r"mlflow(\.|$)")
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"sqlalchemy(\.|$)")
+        # Before the first DataContext is made: making it warns about Ray Data's deprecated fields.
+        warnings.filterwarnings("ignore", module=r"ray(\.|$)")
         # Ray Data's own progress bars and start banners; raylane shows its own progress.
         import ray.data
 
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
-        warnings.filterwarnings("ignore", module=r"ray(\.|$)")
 
 
 SHUFFLE_ENV = "RAY_DATA_DEFAULT_SHUFFLE_STRATEGY"

@@ -157,3 +157,16 @@ def test_jobs_run_only_allow_listed_entrypoints(tmp_path: Path) -> None:
     assert set(ENTRYPOINTS) == {"pipeline", "train", "sweep", "retrain", "materialize", "predict"}
     with pytest.raises(UserError, match="not a raylane job entrypoint"):
         entrypoint("bash -c id", config)
+
+
+def test_quiet_ray_shows_no_ray_data_deprecation_warnings() -> None:
+    """Making Ray Data's first DataContext warns about its deprecated fields; quiet mode (no --verbose)
+    hides them even where a library has turned DeprecationWarnings on (`serve deploy` printed three)."""
+    code = (
+        "import warnings; warnings.simplefilter('default')\n"
+        "from raylane.runtime import _quiet_ray; _quiet_ray(False)\n"
+        "import ray.data; assert ray.data.DataContext.get_current().enable_progress_bars is False"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Warning" not in done.stderr, done.stderr
