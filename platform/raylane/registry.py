@@ -406,10 +406,13 @@ def decide(
         return GateDecision(version, False, metric, challenger, None, None, reason)
     target = champion + margin if mode == "max" else champion - margin
     passed = _better_or_equal(challenger, target, mode) and not math.isnan(challenger)
-    verb = "beats" if passed else "does not beat"
+    if passed and challenger == champion:  # only a zero margin lets a tie through
+        verb, by = "ties", " (with the margin 0, a tie passes)"
+    else:
+        verb, by = ("beats" if passed else "does not beat"), f" by the margin {margin}"
     reason = (
-        f"{metric} {challenger:.4f} {verb} champion v{champion_version}'s {champion:.4f}"
-        f" by the margin {margin} on the same holdout ({holdout_rows:,} rows)"
+        f"{metric} {challenger:.4f} {verb} champion v{champion_version}'s {champion:.4f}{by}"
+        f" on the same holdout ({holdout_rows:,} rows)"
     )
     return GateDecision(version, passed, metric, challenger, champion, champion_version, reason)
 

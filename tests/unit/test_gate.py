@@ -56,7 +56,8 @@ def test_challenger_must_beat_the_champion_by_the_margin() -> None:
 
 
 def test_a_tie_passes_only_with_a_zero_margin() -> None:
-    assert _decide(0.80, 0.80, margin=0.0).passed
+    tie = _decide(0.80, 0.80, margin=0.0)
+    assert tie.passed and tie.reason.startswith("roc_auc 0.8000 ties champion v6's 0.8000 (with the margin 0")
     assert not _decide(0.80, 0.80, margin=0.001).passed
 
 
