@@ -43,7 +43,7 @@ from raylane.config import ProjectConfig
 from raylane.errors import ClusterError, UserError
 from raylane.lineage import Tag
 
-__all__ = ["BatchReport", "Scorer", "predict"]
+__all__ = ["BatchReport", "Scorer", "predict", "time_column"]
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ def _predict(
                 entities,
                 window,
                 ignored,
-                _time_column(cfg) if timed else None,
+                time_column(cfg) if timed else None,
             )
             (tmp / SUMMARY).write_text(json.dumps(asdict(report), indent=1))
             if out.exists():
@@ -272,7 +272,8 @@ def _actor_cpus(actors: int, wanted: float, free: float) -> float:
     return min(wanted, round(room / actors, 3))
 
 
-def _time_column(cfg: ProjectConfig) -> str:
+def time_column(cfg: ProjectConfig) -> str:
+    """The entity rows' time column: `batch.time_column`, or the labels source's timestamp column."""
     return cfg.batch.time_column or cfg.data.source(cfg.data.labels.source).timestamp_column
 
 
@@ -309,10 +310,10 @@ def _read(cfg: ProjectConfig, entities: str) -> tuple[Any, bool, list[str]]:
             f"--entities {path}: column `{key}` is {key_type}, but the entity key is {cfg.entity.dtype}",
             fix=f"write `{key}` as {cfg.entity.dtype} values",
         )
-    known = set(cfg.feature_dtypes()) | {_time_column(cfg)}
+    known = set(cfg.feature_dtypes()) | {time_column(cfg)}
     ignored = [c for c in schema.names if c not in known and c != key]
     kept = ds.select_columns([key, *(c for c in schema.names if c in known and c != key)])
-    return kept, _time_column(cfg) in schema.names, ignored
+    return kept, time_column(cfg) in schema.names, ignored
 
 
 class Scorer:
@@ -336,7 +337,7 @@ class Scorer:
         cfg = cfg.with_base_dir(Path(base_dir)) if base_dir else cfg
         self.name, self.version, self.run_id = name, version, run_id
         # each row's feature time: its own timestamp column, else the run's `--as-of` (or now)
-        self.time_column, self.as_of = _time_column(cfg), datetime.fromisoformat(as_of)
+        self.time_column, self.as_of = time_column(cfg), datetime.fromisoformat(as_of)
         self.profiles = Path(profiles) if profiles else None  # each batch's whylogs profile goes there
         self.bundle = Registry(cfg).load_bundle(version)
         self.cfg_text = cfg.text_features()

@@ -53,7 +53,7 @@ def predict_cmd(
 ) -> None:
     """Score many entities with a registered model on Ray Data: Feast features (offline as of each
     row's time, or online) → the model, in a pool of actors → parquet, tracked as an MLflow run."""
-    from raylane.batch import predict
+    from raylane.batch import predict, time_column
 
     if features not in ("offline", "online"):
         raise UserError(f"--features {features!r} is not offline or online", fix="pass --features offline or online")
@@ -77,18 +77,16 @@ def predict_cmd(
         soft_wrap=True,
     )
     out.print(f"MLflow run {report.run_id}", soft_wrap=True)
-    time_column = cfg.batch.time_column or cfg.data.source(cfg.data.labels.source).timestamp_column
+    timed = time_column(cfg)
     if report.ignored_columns:
         err.print(
             f"[yellow]note[/]: --entities columns {', '.join(report.ignored_columns)} were not read: each is"
-            f" neither the key `{cfg.entity.join_key}`, the time column `{time_column}` (batch.time_column)"
+            f" neither the key `{cfg.entity.join_key}`, the time column `{timed}` (batch.time_column)"
             " nor a feature",
             soft_wrap=True,
         )
     if report.features == "offline" and report.time_column is None and when is None:
-        where = (
-            "--entities all has no time column" if entities == "all" else f"--entities has no `{time_column}` column"
-        )
+        where = "--entities all has no time column" if entities == "all" else f"--entities has no `{timed}` column"
         err.print(
             f"[yellow]note[/]: {where}: every row's features are as of now (pass --as-of"
             + (")" if entities == "all" else ", or name your time column in batch.time_column)"),
