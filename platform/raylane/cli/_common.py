@@ -37,8 +37,18 @@ __all__ = [
     "verdict",
 ]
 
-out = Console()
-err = Console(stderr=True)
+
+def _console(*, stderr: bool = False) -> Console:
+    """A console. Piped (a log file, a Ray job's logs, CI) it is 120 columns wide unless ``COLUMNS``
+    says otherwise: at Rich's 80, a sweep table cut its parameter names to `model.pa…`."""
+    console = Console(stderr=stderr)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 120
+    return console
+
+
+out = _console()
+err = _console(stderr=True)
 
 
 class _State:
