@@ -310,10 +310,11 @@ def _read(cfg: ProjectConfig, entities: str) -> tuple[Any, bool, list[str]]:
             f"--entities {path}: column `{key}` is {key_type}, but the entity key is {cfg.entity.dtype}",
             fix=f"write `{key}` as {cfg.entity.dtype} values",
         )
-    known = set(cfg.feature_dtypes()) | {time_column(cfg)}
-    ignored = [c for c in schema.names if c not in known and c != key]
-    kept = ds.select_columns([key, *(c for c in schema.names if c in known and c != key)])
-    return kept, time_column(cfg) in schema.names, ignored
+    when = time_column(cfg)
+    known = set(cfg.feature_dtypes()) | {when}
+    others = [c for c in schema.names if c != key]
+    kept = ds.select_columns([key, *(c for c in others if c in known)])
+    return kept, when in others, [c for c in others if c not in known]
 
 
 class Scorer:

@@ -77,16 +77,16 @@ def predict_cmd(
         soft_wrap=True,
     )
     out.print(f"MLflow run {report.run_id}", soft_wrap=True)
-    timed = time_column(cfg)
+    expected = time_column(cfg)
     if report.ignored_columns:
         err.print(
             f"[yellow]note[/]: --entities columns {', '.join(report.ignored_columns)} were not read: each is"
-            f" neither the key `{cfg.entity.join_key}`, the time column `{timed}` (batch.time_column)"
+            f" neither the key `{cfg.entity.join_key}`, the time column `{expected}` (batch.time_column)"
             " nor a feature",
             soft_wrap=True,
         )
     if report.features == "offline" and report.time_column is None and when is None:
-        where = "--entities all has no time column" if entities == "all" else f"--entities has no `{timed}` column"
+        where = "--entities all has no time column" if entities == "all" else f"--entities has no `{expected}` column"
         err.print(
             f"[yellow]note[/]: {where}: every row's features are as of now (pass --as-of"
             + (")" if entities == "all" else ", or name your time column in batch.time_column)"),
