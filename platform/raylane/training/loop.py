@@ -6,7 +6,7 @@ by `raylane.training.trainer.make_trainer`). It builds a `TrainContext` and hand
 written against the same context. The context holds one worker's state: the model and optimizer
 (restored from Ray Train's last checkpoint after a worker failure), the dataset shards (with
 ``train.cache_data``, read once into tensors from the driver's blocks; else streamed from Ray
-Data), early stopping, and rank 0's asynchronous MLflow logging. `TrainContext.report` evaluates
+Data), early stopping, and rank 0's MLflow logging. `TrainContext.report` evaluates
 on the whole validation split (gathered across workers) when the loop did not, checkpoints a
 bundle, logs to MLflow, reports to Ray Train (and so to Tune in a sweep) and says when
 ``train.early_stopping.patience`` epochs did not improve.
@@ -350,7 +350,7 @@ class TrainContext:
     # ------------------------------------------------------------------ reporting
 
     def _log(self, report: dict[str, float], epoch: int) -> None:
-        """Rank 0 logs the epoch's metrics to the MLflow run, asynchronously (written while the next epoch trains)."""
+        """Rank 0 starts writing the epoch's metrics to the MLflow run (written while the checkpoint is saved)."""
         if self.client is None:
             return
         from mlflow.entities import Metric
@@ -376,9 +376,14 @@ class TrainContext:
                 self.bundle.model = raw
                 self.bundle.save(Path(d) / "bundle")
                 checkpoint = ray.train.Checkpoint.from_directory(d)
+            # What Ray Train (and Tune) sees is in MLflow already: a trial that Tune's scheduler
+            # stops on this report is killed at once, and a write still in flight would be lost.
+            self.flush()
             ray.train.report(report, checkpoint=checkpoint)
 
     def flush(self) -> None:
-        """Every metric is written before the run ends."""
-        for op in self.pending:
-            op.wait()
+        """Wait until every metric logged so far is written (rank 0; the wait counts as logging time)."""
+        t_wait = time.perf_counter()
+        while self.pending:
+            self.pending.pop(0).wait()
+        self.mlflow_seconds += time.perf_counter() - t_wait
