@@ -1,4 +1,5 @@
-"""The sweep driver's Tune callbacks: every trial's MLflow run ended with its outcome, and progress.
+"""The sweep driver's Tune callbacks: every trial's MLflow run ended with its outcome, progress, and
+the CPUs of trials killed as they started given back.
 
 Tune pickles its callbacks into the experiment's state, so they hold only plain settings (the
 config, the sweep's name, the metric); the progress listener of the running process is looked up
@@ -7,6 +8,7 @@ in `listeners` at each event. This module imports Ray Tune: the driver imports i
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -14,11 +16,12 @@ from ray.tune import Callback
 
 from raylane.config import ProjectConfig
 from raylane.lineage import Tag
+from raylane.sweep.reclaim import remove_orphans
 from raylane.sweep.results import SweepProgress
 from raylane.sweep.space import planned_trials
 from raylane.sweep.trial import find_trial_run, outcome
 
-__all__ = ["EndTrialRuns", "Progress", "listeners", "make_callbacks"]
+__all__ = ["EndTrialRuns", "Progress", "RemoveOrphanGroups", "listeners", "make_callbacks"]
 
 
 listeners: list[Callable[[SweepProgress], object]] = []
@@ -27,7 +30,20 @@ listeners: list[Callable[[SweepProgress], object]] = []
 
 def make_callbacks(cfg: ProjectConfig, name: str, metric: str, mode: str) -> list[Any]:
     """The driver-side Tune callbacks of sweep ``name``."""
-    return [EndTrialRuns(cfg, name), Progress(cfg, f"val_{metric}", mode)]
+    return [EndTrialRuns(cfg, name), Progress(cfg, f"val_{metric}", mode), RemoveOrphanGroups()]
+
+
+class RemoveOrphanGroups(Callback):  # type: ignore[misc]
+    """Every few seconds of Tune's loop: `remove_orphans`, the placement groups of Ray Train
+    controllers that Tune killed while they were starting (else reserved until the driver ends)."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        self.every_s, self.last = every_s, 0.0  # wall-clock time: the callback outlives its process
+
+    def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        if time.time() - self.last >= self.every_s:
+            self.last = time.time()
+            remove_orphans()
 
 
 class EndTrialRuns(Callback):  # type: ignore[misc]

@@ -5,6 +5,12 @@ reserved after every actor of its job is gone (Ray Train's own cleaner had not r
 and the resumed trials then wait forever for its CPUs. A placement group's id ends with the id of
 the job that created it; only groups of this sweep's own dead drivers are removed, and a resume
 while one of its drivers is still alive is refused.
+
+A running sweep loses CPUs the same way: Ray keeps a placement group that an actor created until
+the actor's *job* ends, and a Ray Train controller that Tune kills while it is creating its workers'
+group (a trial stopped or paused as it starts, a Ctrl-C) leaves that group reserved for the rest
+of the sweep. `remove_orphans` removes the groups of this driver's job whose creating actor is dead;
+the sweep calls it every few seconds while Tune runs, and once more at the end.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from typing import Any
 
 from raylane.errors import UserError
 
-__all__ = ["job_id", "reclaim"]
+__all__ = ["job_id", "reclaim", "remove_orphans"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +66,54 @@ def reclaim(job_ids: list[str], name: str) -> None:
         if info.get("state") != "REMOVED" and pg_id[-8:] in dead:
             log.warning("sweep %s: removing placement group %s left by its dead driver", name, pg_id)
             remove_placement_group(PlacementGroup(_pg_id(pg_id)))
+
+
+def remove_orphans() -> list[str]:
+    """Remove the placement groups of this driver's job whose creating actor is dead; their ids.
+
+    Groups the driver made itself (Tune's trial groups) and groups of live actors are kept."""
+    import ray
+    from ray.core.generated import gcs_pb2
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    table_data = gcs_pb2.PlacementGroupTableData  # type: ignore[attr-defined]
+    job = job_id()
+    try:
+        table = ray._private.state.state._connect_and_get_accessor().get_placement_group_table()  # type: ignore[attr-defined]
+    except Exception:  # internal API: without it, remove nothing
+        log.debug("cannot read the placement group table", exc_info=True)
+        return []
+    removed = []
+    for raw in table:
+        info = table_data.FromString(raw)
+        creator = info.creator_actor_id.hex()
+        if (
+            info.state == table_data.REMOVED
+            or info.is_detached
+            or info.creator_job_id.hex() != job
+            or not creator.strip("f")  # no creating actor: the driver made it
+            or _actor_state(creator) != "DEAD"
+        ):
+            continue
+        pg_id = info.placement_group_id.hex()
+        log.warning("removing placement group %s: the actor that created it is dead", pg_id)
+        try:
+            remove_placement_group(PlacementGroup(_pg_id(pg_id)))
+        except Exception:  # removed meanwhile (Ray Train's own cleaner)
+            log.debug("placement group %s is gone already", pg_id, exc_info=True)
+            continue
+        removed.append(pg_id)
+    return removed
+
+
+def _actor_state(actor_id: str) -> str | None:
+    import ray
+
+    try:
+        found = ray._private.state.actors(actor_id=actor_id)  # type: ignore[attr-defined]
+    except Exception:
+        return None
+    return found.get("State") if isinstance(found, dict) else None
 
 
 def _pg_id(hex_id: str) -> Any:

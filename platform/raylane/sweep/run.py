@@ -25,7 +25,7 @@ from typing import Any
 from raylane.config import ProjectConfig
 from raylane.errors import RaylaneError, SweepInterrupted, UserError
 from raylane.lineage import Tag
-from raylane.sweep.reclaim import job_id, reclaim
+from raylane.sweep.reclaim import job_id, reclaim, remove_orphans
 from raylane.sweep.results import (
     SweepProgress,
     SweepResult,
@@ -288,6 +288,7 @@ def _fit(tuner: Any, on_progress: Callable[[SweepProgress], object] | None, verb
         if on_progress is not None:
             listeners.remove(on_progress)
         log.debug("Ray Tune's output:\n%s", tune_output.getvalue())
+        remove_orphans()  # what Tune's last kills left (a Ctrl-C as a trial started)
     return results, time.perf_counter() - tune_started
 
 
