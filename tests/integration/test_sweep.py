@@ -339,15 +339,16 @@ def pbt_swept(swept: Swept) -> tuple[ProjectConfig, Any, Any]:
 
     PBT copies a trial into another only while both run (it ranks unfinished trials), and only
     from a trial it saved at a perturbation of its own: two trials of a few 0.4 s epochs can miss
-    each other when their Ray Train workers start seconds apart on a busy machine (seen in CI).
-    Batches of 16 rows make each epoch a few seconds, so the two running trials overlap."""
+    each other when their Ray Train workers start seconds apart on a busy machine (seen in CI, and
+    here: two trials' first epochs 2.5 s apart, and 6 epochs of batches of 16 rows took 2.4 s).
+    Batches of 8 rows and 10 epochs keep each trial training for several times that skew."""
     doc = swept.cfg.model_dump(mode="json")
-    doc["train"]["batch_size"] = 16
+    doc["train"]["batch_size"] = 8
     doc["tune"].update(
         num_samples=4,
         space=PBT_SPACE,
         warm_start="champion",
-        scheduler={**doc["tune"]["scheduler"], "type": "pbt", "perturbation_interval": 2},
+        scheduler={**doc["tune"]["scheduler"], "type": "pbt", "perturbation_interval": 2, "max_t": 10},
     )
     cfg = ProjectConfig.model_validate(doc).with_base_dir(swept.cfg.base_dir)
     champion = Registry(cfg).champion()

@@ -77,8 +77,8 @@ def remove_orphans() -> list[str]:
     from ray.util.placement_group import PlacementGroup, remove_placement_group
 
     table_data = gcs_pb2.PlacementGroupTableData  # type: ignore[attr-defined]
-    job = job_id()
-    try:
+    try:  # (also called on the way out of a failed sweep: never raise over its error)
+        job = job_id()
         table = ray._private.state.state._connect_and_get_accessor().get_placement_group_table()  # type: ignore[attr-defined]
     except Exception:  # internal API: without it, remove nothing
         log.debug("cannot read the placement group table", exc_info=True)
@@ -96,7 +96,7 @@ def remove_orphans() -> list[str]:
         ):
             continue
         pg_id = info.placement_group_id.hex()
-        log.warning("removing placement group %s: the actor that created it is dead", pg_id)
+        log.info("removing placement group %s: the actor that created it is dead", pg_id)
         try:
             remove_placement_group(PlacementGroup(_pg_id(pg_id)))
         except Exception:  # removed meanwhile (Ray Train's own cleaner)
