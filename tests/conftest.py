@@ -46,14 +46,30 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if not leaked:
             return
         time.sleep(0.5)
+    stacks = {pid: _stack(pid) for pid in leaked}  # where each one is stuck, for the report
     for pid in leaked:
         with contextlib.suppress(psutil.NoSuchProcess):
             psutil.Process(pid).kill()
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    lines = "\n".join(f"  {pid}: {cmd}" for pid, cmd in leaked.items())
+    lines = "\n".join(f"  {pid}: {cmd}\n{stacks[pid]}" for pid, cmd in leaked.items())
     if reporter is not None:
         reporter.write_line(f"FAILED: Ray processes left behind by the tests (killed now):\n{lines}", red=True)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _stack(pid: int) -> str:
+    """The Python stack of a process (py-spy, which Ray's `default` extra installs), indented."""
+    import shutil
+    import subprocess
+    import sys
+
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    try:
+        out = subprocess.run([spy, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30)
+        text = (out.stdout or out.stderr).strip()
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        text = f"(no stack: {exc})"
+    return "\n".join("      " + line for line in text.splitlines())
 
 
 @pytest.fixture(scope="session")
