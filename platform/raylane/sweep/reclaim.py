@@ -73,11 +73,13 @@ def remove_orphans() -> list[str]:
 
     Groups the driver made itself (Tune's trial groups) and groups of live actors are kept."""
     import ray
-    from ray.core.generated import gcs_pb2
     from ray.util.placement_group import PlacementGroup, remove_placement_group
 
-    table_data = gcs_pb2.PlacementGroupTableData  # type: ignore[attr-defined]
     try:  # (also called on the way out of a failed sweep: never raise over its error)
+        from ray._raylet import PlacementGroupID
+        from ray.core.generated import gcs_pb2
+
+        table_data = gcs_pb2.PlacementGroupTableData  # type: ignore[attr-defined]
         job = job_id()
         table = ray._private.state.state._connect_and_get_accessor().get_placement_group_table()  # type: ignore[attr-defined]
     except Exception:  # internal API: without it, remove nothing
@@ -98,7 +100,7 @@ def remove_orphans() -> list[str]:
         pg_id = info.placement_group_id.hex()
         log.info("removing placement group %s: the actor that created it is dead", pg_id)
         try:
-            remove_placement_group(PlacementGroup(_pg_id(pg_id)))
+            remove_placement_group(PlacementGroup(PlacementGroupID(info.placement_group_id)))
         except Exception:  # removed meanwhile (Ray Train's own cleaner)
             log.debug("placement group %s is gone already", pg_id, exc_info=True)
             continue
